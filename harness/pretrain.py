@@ -1,0 +1,174 @@
+"""Pretrain the tiny backbone, the project's stand-in for Stable Diffusion (`python -m harness pretrain`).
+
+1. VAE (AutoencoderKL) on tiny-world RGB images and on depth / normal maps encoded as 3-channel images.
+2. Latent scaling factor = 1 / std of RGB latents (how SD chose 0.18215).
+3. UNet (UNet2DConditionModel) as an ordinary eps-prediction latent diffusion model on RGB latents, SD's
+   scaled-linear schedule, cross-attention fed the fixed null-text embedding.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from harness.pool import encode_images, render_pool
+from methods.backbones import TINY_BACKBONE_DIR, TINY_IMAGE_SIZE, new_tiny_backbone, save_backbone
+from methods.bridge import BridgeSchedule
+from methods.targets import flip_horizontal, normals_from_image, rgb_to_tensor, target_image
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    seed: int = 0
+    pool_count: int = 4000  # training scenes rendered once
+    val_count: int = 200
+    batch: int = 16
+    vae_steps: int = 1500
+    vae_lr: float = 1e-3
+    kl_weight: float = 1e-6
+    unet_steps: int = 2500
+    unet_lr: float = 5e-4
+    warmup: int = 100
+    log_every: int = 100
+    output: str = str(TINY_BACKBONE_DIR)
+
+
+def _lr_lambda(warmup: int, total: int, final_ratio: float = 0.05):
+    """Linear warm-up then exponential decay to ``final_ratio`` of the base rate at ``total``."""
+    def f(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return final_ratio ** ((step - warmup) / max(total - warmup, 1))
+    return f
+
+
+def _vae_images(pool: dict, idx: torch.Tensor, kinds: torch.Tensor) -> torch.Tensor:
+    """A batch mixing RGB (kind 0), depth (1) and normal (2) images, randomly flipped: [B,3,H,W] in [-1,1]."""
+    rgb = rgb_to_tensor(pool["rgb"][idx])
+    depth = target_image("depth", pool["depth"][idx], None, pool["valid"][idx])
+    normals = target_image("normals", None, pool["normals"][idx], pool["valid"][idx])
+    images = torch.where((kinds == 0).view(-1, 1, 1, 1), rgb, torch.where((kinds == 1).view(-1, 1, 1, 1), depth, normals))
+    flip = torch.rand(len(idx)) < 0.5
+    flipped = torch.where((kinds == 2).view(-1, 1, 1, 1), flip_horizontal(images, "normals"), flip_horizontal(images))
+    return torch.where(flip.view(-1, 1, 1, 1), flipped, images)
+
+
+def train_vae(vae, pool: dict, cfg: PretrainConfig, log) -> dict:
+    opt = torch.optim.Adam(vae.parameters(), lr=cfg.vae_lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg.warmup, cfg.vae_steps))
+    n = len(pool["rgb"])
+    ema = None
+    vae.train()
+    for step in range(cfg.vae_steps):
+        idx = torch.randint(0, n, (cfg.batch,))
+        x = _vae_images(pool, idx, torch.randint(0, 3, (cfg.batch,)))
+        post = vae.encode(x).latent_dist
+        recon = vae.decode(post.sample()).sample
+        loss = F.l1_loss(recon, x) + F.mse_loss(recon, x) + cfg.kl_weight * post.kl().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        ema = loss.item() if ema is None else 0.98 * ema + 0.02 * loss.item()
+        if step % cfg.log_every == 0 or step == cfg.vae_steps - 1:
+            log({"stage": "vae", "step": step, "loss_ema": round(ema, 5), "lr": sched.get_last_lr()[0]})
+    vae.eval()
+    return {"vae_final_loss_ema": ema}
+
+
+@torch.inference_mode()
+def vae_reconstruction_report(vae, pool: dict) -> dict:
+    """Round-trip errors on held-out (val) scenes: RGB and depth MAE in [-1,1] units; normals angular error."""
+    rgb = rgb_to_tensor(pool["rgb"])
+    depth = target_image("depth", pool["depth"], None, pool["valid"])
+    normals = target_image("normals", None, pool["normals"], pool["valid"])
+    valid = pool["valid"].unsqueeze(1)
+
+    def roundtrip(x):
+        return torch.cat([vae.decode(vae.encode(x[i:i + 64]).latent_dist.mode()).sample for i in range(0, len(x), 64)])
+
+    rgb_err = (roundtrip(rgb) - rgb).abs().mean().item()
+    d = roundtrip(depth).mean(1, keepdim=True)
+    depth_err = (d - depth[:, :1]).abs()[valid].mean().item()
+    cos = (normals_from_image(roundtrip(normals)) * normals).sum(1, keepdim=True).clamp(-1, 1)
+    ang = torch.rad2deg(torch.acos(cos))[valid]
+    return {"vae_rgb_mae_pm1": round(rgb_err, 4), "vae_depth_mae_pm1": round(depth_err, 4),
+            "vae_normals_mean_deg": round(ang.mean().item(), 2), "vae_normals_median_deg": round(ang.median().item(), 2)}
+
+
+def train_unet(backbone, latents: torch.Tensor, cfg: PretrainConfig, log) -> dict:
+    """Ordinary DDPM eps-prediction training on RGB latents [N,4,h,w] (diffusers index k in 0..999)."""
+    unet = backbone.unet
+    alphabar = BridgeSchedule().alphabar[1:].float()  # [1000], diffusers index k = t - 1
+    opt = torch.optim.Adam(unet.parameters(), lr=cfg.unet_lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg.warmup, cfg.unet_steps))
+    context = backbone.null_text.expand(cfg.batch, -1, -1)
+    ema = None
+    unet.train()
+    for step in range(cfg.unet_steps):
+        z0 = latents[torch.randint(0, len(latents), (cfg.batch,))]
+        k = torch.randint(0, 1000, (cfg.batch,))
+        eps = torch.randn_like(z0)
+        ab = alphabar[k].view(-1, 1, 1, 1)
+        zk = ab.sqrt() * z0 + (1 - ab).sqrt() * eps
+        loss = F.mse_loss(unet(zk, k, encoder_hidden_states=context).sample, eps)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        ema = loss.item() if ema is None else 0.98 * ema + 0.02 * loss.item()
+        if step % cfg.log_every == 0 or step == cfg.unet_steps - 1:
+            log({"stage": "unet", "step": step, "loss_ema": round(ema, 5), "lr": sched.get_last_lr()[0]})
+    unet.eval()
+    return {"unet_final_loss_ema": ema}
+
+
+def pretrain(cfg: PretrainConfig, command: str) -> dict:
+    torch.manual_seed(cfg.seed)
+    out = Path(cfg.output)
+    out.mkdir(parents=True, exist_ok=True)
+    log_path = out / "training_log.jsonl"
+    log_path.write_text("")
+    started = time.time()
+
+    def log(row: dict) -> None:
+        row = {**row, "elapsed_s": round(time.time() - started, 1)}
+        print(json.dumps(row), flush=True)
+        with log_path.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+
+    size = TINY_IMAGE_SIZE
+    pool = render_pool("train", cfg.pool_count, cfg.seed, size)
+    val = render_pool("val", cfg.val_count, cfg.seed, size)
+    backbone = new_tiny_backbone(cfg.seed)
+    summary = {"command": command, "config": asdict(cfg)}
+    summary.update(train_vae(backbone.vae, pool, cfg, log))
+    summary.update(vae_reconstruction_report(backbone.vae, val))
+    rgb = rgb_to_tensor(pool["rgb"])
+    raw = encode_images(backbone.vae, torch.cat([rgb, flip_horizontal(rgb)]), 1.0)
+    backbone.scaling_factor = float(1.0 / raw.std())
+    summary["scaling_factor"] = backbone.scaling_factor
+    summary.update(train_unet(backbone, raw * backbone.scaling_factor, cfg, log))
+    summary["train_time_s"] = round(time.time() - started, 1)
+    summary["torch_threads"] = torch.get_num_threads()
+    save_backbone(backbone, out, summary)
+    log({"stage": "done", **{k: v for k, v in summary.items() if k not in ("config",)}})
+    return summary
+
+
+def pretrained_loss_at(backbone, latents: torch.Tensor, k: int, seed: int = 0) -> float:
+    """Mean eps-MSE of the backbone UNet at diffusers index k (a check that pretraining learnt something)."""
+    gen = torch.Generator().manual_seed(seed)
+    alphabar = BridgeSchedule().alphabar[1:].float()
+    eps = torch.randn(latents.shape, generator=gen)
+    ab = alphabar[k]
+    zk = math.sqrt(ab) * latents + math.sqrt(1 - ab) * eps
+    kk = torch.full((len(latents),), k)
+    with torch.inference_mode():
+        pred = backbone.unet(zk, kk, encoder_hidden_states=backbone.null_text.expand(len(latents), -1, -1)).sample
+    return F.mse_loss(pred, eps).item()

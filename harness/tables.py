@@ -1,0 +1,45 @@
+"""Tidy rows -> Markdown: one table per task, methods as rows, (dataset, group) x metrics as columns."""
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from harness.metrics import METRIC_INFO
+
+KEY_METRICS = {"depth": ("abs_rel", "delta1"), "normals": ("mean", "median", "a11_25", "a22_5", "a30")}
+
+
+def format_cell(task: str, metric: str, value: float, lo: float, hi: float) -> str:
+    """Value as papers print it (AbsRel and delta x100), with the half-width of its 95% interval."""
+    info = METRIC_INFO[task][metric]
+    k = 100.0 if info.paper_x100 else 1.0
+    text = f"{value * k:.1f}"
+    if not (math.isnan(lo) or math.isnan(hi)):
+        text += f" ±{(hi - lo) * k / 2:.1f}"
+    return text
+
+
+def header(task: str, metric: str) -> str:
+    info = METRIC_INFO[task][metric]
+    arrow = "↓" if info.direction == "lower" else "↑"
+    return f"{info.label}{' ×100' if info.paper_x100 else ''} {arrow}"
+
+
+def markdown_tables(summary: pd.DataFrame) -> str:
+    """One Markdown table per (task, aggregation): a row per (method, dataset, group), key metrics as columns."""
+    parts = []
+    for (task, aggregation), df in summary.groupby(["task", "aggregation"], sort=False):
+        metrics = [m for m in KEY_METRICS[task] if m in set(df["metric"])]
+        lines = ["| method | dataset | subset | n | steps | " + " | ".join(header(task, m) for m in metrics) + " |",
+                 "|---|---|---|---|---|" + "---|" * len(metrics)]
+        keys = ["method", "variant", "dataset", "group", "steps"]
+        for (method, variant, dataset, group, steps), cell in df.groupby(keys, sort=False):
+            values = {r.metric: format_cell(task, r.metric, r.value, r.ci_low, r.ci_high) for r in cell.itertuples()}
+            label = method if variant == "default" else f"{method} [{variant}]"
+            lines.append(f"| {label} | {dataset} | {group} | {cell['n_samples'].iloc[0]} | {steps or '-'} | "
+                         + " | ".join(values.get(m, "-") for m in metrics) + " |")
+        align = ", ".join(sorted(set(df["alignment"])))
+        parts.append(f"**{task}** (aggregation: {aggregation}; alignment: {align}; ± = half-width of the bootstrap "
+                     f"95% interval over images)\n\n" + "\n".join(lines))
+    return "\n\n".join(parts) + "\n"
