@@ -41,7 +41,7 @@ def cmd_run(args) -> int:
     cfg = RunConfig(methods=_csv(args.methods) if args.methods else DEFAULT_METHODS,
                     datasets=_csv(args.datasets) if args.datasets else DEFAULT_DATASETS,
                     steps=args.steps, eta=args.eta, seed=args.seed, batch_size=args.batch_size, device=args.device,
-                    count=args.count)
+                    dtype=args.dtype, count=args.count)
     folder, summary = run(cfg, args.output, progress=not args.quiet)
     print((folder / "summary.md").read_text())
     print(f"results: {folder}/summary.csv, summary.md, manifest.json")
@@ -72,6 +72,18 @@ def cmd_pretrain(args) -> int:
 
     command = "python -m harness " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     pretrain(PretrainConfig(**_overrides(args.set, PretrainConfig)), command)
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from tabulate import tabulate
+
+    from harness.compare import compare
+
+    table = compare(args.run_a, args.run_b, args.method_a, args.method_b)
+    print(tabulate(table, headers="keys", tablefmt="github", showindex=False, floatfmt=".4g"))
+    if args.output:
+        table.to_csv(args.output, index=False)
     return 0
 
 
@@ -107,6 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--batch-size", type=int, default=8)
     r.add_argument("--device", default="cpu")
+    r.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"),
+                   help="autocast dtype for the network (float32 = no autocast)")
     r.add_argument("--count", type=int, help="only the first N samples of each dataset")
     r.add_argument("--output", help="run folder (default: results/runs/run-<settings hash>)")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -122,6 +136,14 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("pretrain", help="pretrain the tiny backbone (VAE + UNet) on the tiny world")
     b.add_argument("--set", action="append", metavar="KEY=VALUE", help="PretrainConfig setting")
     b.set_defaults(func=cmd_pretrain)
+
+    c = sub.add_parser("compare", help="paired differences between two runs (B - A) with bootstrap intervals")
+    c.add_argument("run_a")
+    c.add_argument("run_b")
+    c.add_argument("--method-a", help="method of RUN_A (when it has several on a dataset)")
+    c.add_argument("--method-b", help="method of RUN_B")
+    c.add_argument("--output", help="also write the table as CSV here")
+    c.set_defaults(func=cmd_compare)
 
     ls = sub.add_parser("ls", help="list registered methods, datasets or metrics")
     ls.add_argument("what", choices=("methods", "datasets", "metrics"))

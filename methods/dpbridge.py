@@ -195,10 +195,14 @@ class DPBridgeTiny(Method):
                               size_multiple=self.model.size_multiple)
 
     def predict(self, rgb: torch.Tensor, generators: list[torch.Generator]) -> torch.Tensor:
-        image = self.model.predict_image(rgb.to(self.options.device), self.steps, self.options.eta, generators)
+        device = torch.device(self.options.device)
+        dtype = getattr(torch, self.options.dtype)
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+            image = self.model.predict_image(rgb.to(device), self.steps, self.options.eta, generators)
+        image = image.float()
         return normals_from_image(image) if self.task == "normals" else depth_from_image(image)
 
     def describe(self) -> dict:
         cfg = asdict(self.model.cfg)
         return {"method": self.name, "variant": "default", "checkpoint": str(self.checkpoint),
-                "steps": self.steps, "eta": self.options.eta, "method_config": cfg}
+                "steps": self.steps, "eta": self.options.eta, "dtype": self.options.dtype, "method_config": cfg}

@@ -1,0 +1,44 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from harness.compare import compare, paired_difference
+from harness.run import RunConfig, run
+
+
+def test_paired_difference_of_identical_rows_is_zero_and_not_distinguishable():
+    rng = np.random.default_rng(0)
+    a = pd.DataFrame({m: rng.random(20) + 0.1 for m in ["abs_rel", "sq_rel", "rmse", "rmse_log", "log10", "delta1",
+                                                         "delta2", "delta3", "i_rmse", "silog"]})
+    out = pd.DataFrame(paired_difference(a, a.copy(), "depth"))
+    assert (out.b_minus_a == 0).all() and not out.distinguishable.any()
+
+
+def test_a_consistent_improvement_is_distinguishable_and_signed():
+    rng = np.random.default_rng(1)
+    base = rng.random(30) + 0.5
+    cols = ["abs_rel", "sq_rel", "rmse", "rmse_log", "log10", "delta1", "delta2", "delta3", "i_rmse", "silog"]
+    a = pd.DataFrame({m: base for m in cols})
+    b = pd.DataFrame({m: base - 0.1 + 0.01 * rng.standard_normal(30) for m in cols})
+    out = pd.DataFrame(paired_difference(a, b, "depth")).set_index("metric")
+    assert out.loc["abs_rel", "b_minus_a"] == pytest.approx(-0.1, abs=0.01)
+    assert out.loc["abs_rel", "distinguishable"] and out.loc["abs_rel", "ci_high"] < 0
+
+
+def test_pooled_normals_difference_uses_ratios_of_sums():
+    a = pd.DataFrame({"sum_err": [10.0, 30.0], "n_valid": [1, 3], **{f"below_{k}": [0, 3] for k in
+                                                                     ["a5", "a7_5", "a11_25", "a22_5", "a30"]}})
+    b = a.copy()
+    b["sum_err"] = [10.0, 0.0]
+    out = pd.DataFrame(paired_difference(a, b, "normals")).set_index("metric")
+    assert out.loc["mean", "a"] == pytest.approx(10.0) and out.loc["mean", "b"] == pytest.approx(2.5)
+
+
+def test_compare_two_methods_of_one_run(tmp_path):
+    cfg = RunConfig(methods=("constant", "ramp"), datasets=("synthetic",), count=8)
+    folder, _ = run(cfg, str(tmp_path / "r"), progress=False)
+    table = compare(folder, folder, "constant", "ramp")
+    row = table.set_index("metric").loc["abs_rel"]
+    assert row["n_samples"] == 8 and row["method_a"] == "constant" and row["method_b"] == "ramp"
+    with pytest.raises(ValueError, match="name one with --method-a"):
+        compare(folder, folder)

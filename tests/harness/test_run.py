@@ -1,0 +1,111 @@
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from harness import evaluate
+from harness.registry import method_class
+from harness.run import RunConfig, run
+from harness.runio import append_jsonl, read_jsonl
+
+CFG = RunConfig(methods=("constant", "ramp"), datasets=("synthetic", "synthetic_normals"), count=6, batch_size=4)
+
+
+def test_run_writes_rows_summary_and_manifest(tmp_path):
+    folder, summary = run(CFG, str(tmp_path / "r"), progress=False)
+    assert (folder / "summary.csv").is_file() and (folder / "summary.md").is_file()
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["datasets"]["synthetic"]["count"] == 6
+    assert len(manifest["datasets"]["synthetic"]["list_fingerprint"]) == 16
+    assert manifest["methods"]["ramp__synthetic"]["alignment"] == "least_squares"
+    assert manifest["methods"]["ramp__synthetic_normals"]["alignment"] == "none"
+    rows = summary[(summary.method == "ramp") & (summary.dataset == "synthetic") & (summary.group == "all")]
+    assert set(rows.metric) >= {"abs_rel", "delta1", "silog"}
+    assert (rows.n_samples == 6).all()
+    per_sample = read_jsonl(folder / "ramp__synthetic" / "rows.jsonl")
+    assert rows.set_index("metric").loc["abs_rel", "value"] == pytest.approx(np.mean([r["abs_rel"] for r in per_sample]))
+    groups = set(summary.group)
+    assert groups == {"all", "indoor", "outdoor"}
+    for column in ("checkpoint", "steps", "seed", "eta", "dtype", "device", "processing_res", "alignment",
+                   "aggregation", "list_fingerprint", "variant", "perturbation", "level", "split"):
+        assert column in summary.columns
+
+
+class Killed(Exception):
+    pass
+
+
+def test_a_killed_run_resumes_without_recomputing_and_ends_with_the_same_summary(tmp_path, monkeypatch):
+    _, reference = run(CFG, str(tmp_path / "ref"), progress=False)
+
+    calls = {"n": 0}
+    original = evaluate.evaluate_pairs
+
+    def kill_after_first_batch(*args, **kwargs):
+        def on_batch():
+            calls["n"] += 1
+            raise Killed()
+        return original(*args, **{**kwargs, "on_batch": on_batch})
+
+    monkeypatch.setattr("harness.run.evaluate_pairs", kill_after_first_batch)
+    with pytest.raises(Killed):
+        run(CFG, str(tmp_path / "k"), progress=False)
+    monkeypatch.setattr("harness.run.evaluate_pairs", original)
+    done = read_jsonl(tmp_path / "k" / "ramp__synthetic" / "rows.jsonl")
+    assert len(done) == 4  # the first batch finished and was kept
+
+    predicted = []
+    real_predict = method_class("ramp").predict
+    monkeypatch.setattr(method_class("ramp"), "predict",
+                        lambda self, rgb, g: predicted.append(rgb.shape[0]) or real_predict(self, rgb, g))
+    _, resumed = run(CFG, str(tmp_path / "k"), progress=False)
+    # the kill came after the first depth batch: 2 depth samples and all 6 normals samples were left for ramp
+    assert sum(predicted) == 2 + 6
+    pd.testing.assert_frame_equal(resumed, reference)
+
+
+def test_a_torn_last_line_is_dropped_and_its_sample_recomputed(tmp_path):
+    folder, reference = run(CFG, str(tmp_path / "r"), progress=False)
+    path = folder / "constant__synthetic" / "rows.jsonl"
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join(lines[:-1]) + "\n" + lines[-1][:20])  # a kill in the middle of the last append
+    assert len(read_jsonl(path)) == 5
+    _, again = run(CFG, str(tmp_path / "r"), progress=False)
+    pd.testing.assert_frame_equal(again, reference)
+    assert len(read_jsonl(path)) == 6
+
+
+def test_a_folder_of_another_run_is_never_overwritten(tmp_path):
+    run(CFG, str(tmp_path / "r"), progress=False)
+    before = (tmp_path / "r" / "manifest.json").read_text()
+    other = RunConfig(**{**CFG.__dict__, "seed": 1})
+    with pytest.raises(FileExistsError, match="other settings"):
+        run(other, str(tmp_path / "r"), progress=False)
+    assert (tmp_path / "r" / "manifest.json").read_text() == before
+
+
+def test_unknown_method_fails_before_any_compute_and_suggests_the_close_name(tmp_path):
+    with pytest.raises(KeyError, match="Did you mean constant"):
+        run(RunConfig(methods=("constnt",), count=2), str(tmp_path / "r"), progress=False)
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_nan_prediction_names_the_method_and_sample(tmp_path, monkeypatch):
+    monkeypatch.setattr(method_class("constant"), "predict", lambda self, rgb, g: torch.full(
+        (rgb.shape[0], 1 if self.task == "depth" else 3, *rgb.shape[2:]), float("nan")))
+    with pytest.raises(ValueError, match="constant predicted NaN or inf for sample test/00000"):
+        run(RunConfig(methods=("constant",), datasets=("synthetic",), count=2), str(tmp_path / "r"), progress=False)
+
+
+def test_processing_size_keeps_aspect_and_rounds_to_the_multiple():
+    assert evaluate.processing_size(480, 640, 64, 16) == (48, 64)
+    assert evaluate.processing_size(64, 64, 0, 16) == (64, 64)
+    assert evaluate.processing_size(352, 1216, 768, 64) == (192, 768)
+
+
+def test_sample_seed_is_stable_and_distinct():
+    assert evaluate.sample_seed(0, "test/00001") == evaluate.sample_seed(0, "test/00001")
+    assert evaluate.sample_seed(0, "test/00001") != evaluate.sample_seed(1, "test/00001")
+    assert evaluate.sample_seed(0, "test/00001") != evaluate.sample_seed(0, "test/00002")

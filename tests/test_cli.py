@@ -1,0 +1,32 @@
+import subprocess
+import sys
+from pathlib import Path
+
+from harness.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_ls_lists_every_registered_method_and_dataset(capsys):
+    assert main(["ls", "methods"]) == 0
+    out = capsys.readouterr().out
+    for name in ("dpbridge_tiny", "constant", "ramp", "train_mean"):
+        assert name in out
+    assert main(["ls", "datasets"]) == 0
+    assert "synthetic_normals" in capsys.readouterr().out
+
+
+def test_unknown_dataset_exits_2_with_a_suggestion(capsys, tmp_path):
+    code = main(["run", "--methods", "constant", "--datasets", "synthetc", "--output", str(tmp_path / "r")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "unknown dataset 'synthetc'" in err and "Did you mean synthetic" in err
+
+
+def test_python_dash_m_harness_runs_from_the_checkout(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "harness", "run", "--methods", "ramp", "--datasets", "synthetic",
+                          "--count", "2", "--quiet", "--output", str(tmp_path / "r")], cwd=ROOT, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "| ramp | synthetic | all | 2 |" in out.stdout
+    assert (tmp_path / "r" / "summary.csv").is_file()

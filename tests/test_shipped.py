@@ -1,0 +1,48 @@
+"""The shipped tiny checkpoints: small, regenerable, loadable, and better than the trivial references."""
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from harness.run import RunConfig, run
+from methods.backbones import WEIGHTS_DIR, load_backbone
+from methods.dpbridge import load_checkpoint
+
+MAX_BYTES = 10 * 1024 * 1024
+FOLDERS = ["tiny_backbone", "dpbridge_tiny_depth", "dpbridge_tiny_normals"]
+
+
+@pytest.mark.parametrize("name", FOLDERS)
+def test_checkpoint_is_small_and_says_how_to_regenerate_it(name):
+    folder = WEIGHTS_DIR / name
+    total = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+    assert 0 < total < MAX_BYTES
+    summary = json.loads((folder / "training_summary.json").read_text())
+    assert summary["command"].startswith("python -m harness ")
+    assert (folder / "training_log.jsonl").read_text().strip()
+
+
+def test_backbone_loads_with_its_measured_scaling_factor():
+    backbone = load_backbone(WEIGHTS_DIR / "tiny_backbone")
+    summary = json.loads((WEIGHTS_DIR / "tiny_backbone" / "training_summary.json").read_text())
+    assert backbone.scaling_factor == pytest.approx(summary["scaling_factor"])
+    assert backbone.null_text.shape == (1, 8, 32)
+
+
+@pytest.mark.parametrize("task", ["depth", "normals"])
+def test_dpbridge_tiny_checkpoint_predicts(task):
+    model = load_checkpoint(WEIGHTS_DIR / f"dpbridge_tiny_{task}")
+    assert model.cfg.task == task and model.unet.config.in_channels == 8
+    out = model.predict_image(torch.zeros(2, 3, 64, 64), 2, 0.0, [torch.Generator().manual_seed(i) for i in range(2)])
+    assert out.shape == (2, 3, 64, 64) and torch.isfinite(out).all()
+
+
+def test_dpbridge_tiny_beats_the_ramp_on_validation_scenes(tmp_path):
+    """A regression check on the val split (the test split is for the reported numbers only)."""
+    cfg = RunConfig(methods=("dpbridge_tiny", "ramp"), count=16, dataset_args={
+        "synthetic": {"split": "val"}, "synthetic_normals": {"split": "val"}})
+    _, summary = run(cfg, str(tmp_path / "r"), progress=False)
+    s = summary[summary.group == "all"].set_index(["method", "metric"])["value"]
+    assert s["dpbridge_tiny", "abs_rel"] < s["ramp", "abs_rel"]
+    assert s["dpbridge_tiny", "mean"] < s["ramp", "mean"]
