@@ -5,12 +5,37 @@ Units: depth in metres (float32), normals as unit vectors in the canonical camer
 """
 from __future__ import annotations
 
+import posixpath
 from dataclasses import dataclass, field
 from typing import Iterator, Literal, Optional
 
 import numpy as np
 
 Task = Literal["depth", "normals"]
+PredNameMode = Literal["id", "rgb_id", "rgb_i_d", "i_d_rgb"]
+
+
+def marigold_prediction_path(rgb_relpath: str, name_mode: PredNameMode = "id") -> str:
+    """Where Marigold's evaluation scripts save the prediction of an RGB file (relative to the output folder).
+
+    The folder of the RGB relative to the dataset root, and a file name from the RGB's by Marigold's name modes
+    (``get_pred_name``), with the extension replaced by ``.npy``:
+    ``id``: ``pred_<name>`` (KITTI, ETH3D, ScanNet, DIODE: ``DSC_0001.JPG`` -> ``pred_DSC_0001.npy``);
+    ``rgb_i_d``: ``pred_`` + the name without its first ``_`` part (NYUv2: ``rgb_0001.png`` -> ``pred_0001.npy``);
+    ``rgb_id``: ``pred_`` + the second ``_`` part; ``i_d_rgb``: ``_rgb.`` replaced by ``_pred.``.
+    """
+    folder, base = posixpath.split(rgb_relpath)
+    if name_mode == "id":
+        name = "pred_" + base
+    elif name_mode == "rgb_i_d":
+        name = "pred_" + "_".join(base.split("_")[1:])
+    elif name_mode == "rgb_id":
+        name = "pred_" + base.split("_")[1]
+    elif name_mode == "i_d_rgb":
+        name = base.replace("_rgb.", "_pred.")
+    else:
+        raise ValueError(f"unknown prediction name mode {name_mode!r}; expected id, rgb_id, rgb_i_d or i_d_rgb")
+    return posixpath.join(folder, posixpath.splitext(name)[0] + ".npy")
 
 
 @dataclass(frozen=True)
@@ -70,6 +95,18 @@ class Dataset:
 
     def load(self, sample_id: str) -> Sample:
         raise NotImplementedError
+
+    def prediction_relpath(self, sample_id: str) -> str:
+        """Where a saved prediction of this sample lives, relative to a prediction folder (``predictions:DIR``).
+
+        The Marigold evaluation layout: ``pred_<name>.npy`` in the sample's RGB folder relative to the dataset
+        root (see :func:`marigold_prediction_path`; NYUv2 ``test/bathroom/rgb_0001.png`` ->
+        ``test/bathroom/pred_0001.npy``). This default reads the id as that RGB path in name mode ``id``:
+        ``<dirname(id)>/pred_<basename(id) without extension>.npy`` (the tiny world's ``test/00007`` ->
+        ``test/pred_00007.npy``). An adapter whose ids are not RGB paths, or whose benchmark uses another
+        name mode, overrides it.
+        """
+        return marigold_prediction_path(sample_id, "id")
 
     def __len__(self) -> int:
         return len(self.ids())

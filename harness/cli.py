@@ -41,7 +41,7 @@ def cmd_run(args) -> int:
     cfg = RunConfig(methods=_csv(args.methods) if args.methods else DEFAULT_METHODS,
                     datasets=_csv(args.datasets) if args.datasets else DEFAULT_DATASETS,
                     steps=args.steps, eta=args.eta, seed=args.seed, batch_size=args.batch_size, device=args.device,
-                    dtype=args.dtype, count=args.count)
+                    dtype=args.dtype, count=args.count, allow_missing=args.allow_missing)
     folder, summary = run(cfg, args.output, progress=not args.quiet)
     print((folder / "summary.md").read_text())
     print(f"results: {folder}/summary.csv, summary.md, manifest.json")
@@ -87,6 +87,16 @@ def cmd_compare(args) -> int:
     return 0
 
 
+def cmd_tables(args) -> int:
+    from harness.paper_tables import write_tables
+
+    written = write_tables(args.runs, args.output)
+    for path, text in written.items():
+        print(text)
+    print(f"tables: {', '.join(str(p) for p in written)} (and .csv beside each)")
+    return 0
+
+
 def cmd_ls(args) -> int:
     from harness.registry import load_entries
     from datasets.registry import DATASETS
@@ -112,7 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     r = sub.add_parser("run", help="evaluate methods on datasets (resumable)")
-    r.add_argument("--methods", help="comma-separated method names (default: DPBridge-tiny + trivial references)")
+    r.add_argument("--methods", help="comma-separated method names (default: DPBridge-tiny + trivial references); "
+                   "saved predictions of any model: predictions:DIR (affine depth / normals), "
+                   "predictions[disparity]:DIR (affine disparity), Marigold layout (DIR/.../pred_<name>.npy)")
     r.add_argument("--datasets", help="comma-separated dataset names (default: the tiny world, depth and normals)")
     r.add_argument("--steps", type=int, help="sampling steps (default: each method's own)")
     r.add_argument("--eta", type=float, default=0.0)
@@ -122,6 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"),
                    help="autocast dtype for the network (float32 = no autocast)")
     r.add_argument("--count", type=int, help="only the first N samples of each dataset")
+    r.add_argument("--allow-missing", action="store_true",
+                   help="saved predictions: score the samples that have a file and report how many were missing")
     r.add_argument("--output", help="run folder (default: results/runs/run-<settings hash>)")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
     r.set_defaults(func=cmd_run)
@@ -144,6 +158,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--method-b", help="method of RUN_B")
     c.add_argument("--output", help="also write the table as CSV here")
     c.set_defaults(func=cmd_compare)
+
+    tb = sub.add_parser("tables", help="the paper's Tables 1-4 (published numbers) with runs added as measured rows")
+    tb.add_argument("runs", nargs="*", metavar="RUN", help="run folders (their summary.csv); none: published only")
+    tb.add_argument("--output", help="folder for table<n>.md/.csv (default: results/tables/)")
+    tb.set_defaults(func=cmd_tables)
 
     ls = sub.add_parser("ls", help="list registered methods, datasets or metrics")
     ls.add_argument("what", choices=("methods", "datasets", "metrics"))

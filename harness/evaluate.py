@@ -5,13 +5,19 @@ Layout of a run folder:
     <method>__<dataset>/rows.jsonl     one line per finished sample (appended and fsynced as computed)
     <method>__<dataset>/pred/<id>.npy  prediction at processing resolution, float16
     <method>__<dataset>/err/<id>.npy   normals only: angular errors (float32) for the exact pooled median
+    <method>__<dataset>/missing.json   saved predictions: ids without a file (--allow-missing), not scored
     summary.csv, summary.md            written at the end from the rows (see harness.summary)
 A killed run started again with the same command skips finished rows, rescoring cached predictions without
 running the network, and ends with the same summary as an uninterrupted run.
+
+Saved predictions (methods.saved, ``reads_saved_predictions``): the engine asks the dataset where each sample's
+file lies (``prediction_relpath``), checks every file not scored yet before scoring anything (one error lists every
+bad sample), reads them through the method's ``load`` and caches no copy (rows are still appended, so resume works).
 """
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
@@ -60,6 +66,7 @@ class Pair:
     dataset: Dataset
     folder: Path
     processing_res: int
+    missing: tuple[str, ...] = ()  # saved predictions without a file (allowed, recorded, not scored)
 
     @property
     def alignment(self) -> str:
@@ -79,7 +86,7 @@ def safe_name(sample_id: str) -> str:
 def evaluate_pairs(pairs: list[Pair], dataset: Dataset, seed: int, batch_size: int,
                    progress: bool = True, on_batch: Optional[Callable[[], None]] = None) -> None:
     """Run every method of ``pairs`` (all on ``dataset``) over the samples they have not finished."""
-    done = {id(p): {r["id"] for r in read_jsonl(p.folder / "rows.jsonl")} for p in pairs}
+    done = {id(p): finished_ids(p) | set(p.missing) for p in pairs}
     ids = dataset.ids()
     todo = [i for i in ids if any(i not in done[id(p)] for p in pairs)]
     batches = [todo[i:i + batch_size] for i in range(0, len(todo), batch_size)]
@@ -92,6 +99,10 @@ def evaluate_pairs(pairs: list[Pair], dataset: Dataset, seed: int, batch_size: i
                 append_jsonl(pair.folder / "rows.jsonl", score_pending(pair, pending, seed))
         if on_batch:
             on_batch()
+
+
+def finished_ids(pair: Pair) -> set[str]:
+    return {r["id"] for r in read_jsonl(pair.folder / "rows.jsonl")}
 
 
 def score_pending(pair: Pair, samples: list[Sample], seed: int) -> list[dict]:
@@ -110,6 +121,8 @@ def score_pending(pair: Pair, samples: list[Sample], seed: int) -> list[dict]:
 
 def predictions_for(pair: Pair, samples: list[Sample], seed: int) -> list[np.ndarray]:
     """Cached [C,h,w] predictions, running the method only on samples without one (then caching them)."""
+    if pair.method.reads_saved_predictions:  # already on disk: read them, never cache a copy
+        return [saved_prediction(pair, s) for s in samples]
     cached = {s.id: np.load(pair.pred_path(s.id)) for s in samples if pair.pred_path(s.id).is_file()}
     missing = [s for s in samples if s.id not in cached]
     by_size: dict[tuple[int, int], list[Sample]] = {}
@@ -131,3 +144,64 @@ def predictions_for(pair: Pair, samples: list[Sample], seed: int) -> list[np.nda
             cached[s.id] = pred.astype(np.float16)
             atomic_save_npy(pair.pred_path(s.id), cached[s.id])
     return [cached[s.id].astype(np.float32) for s in samples]
+
+
+LIST_LIMIT = 20  # sample ids an error lists before "... and N more"
+MAX_ASPECT_CHANGE = 1.5  # a saved prediction whose aspect ratio differs more from the GT's is refused
+
+
+class SavedPredictionError(ValueError):
+    """Saved predictions that cannot be scored; the message lists every offending sample and the fix."""
+
+
+def listing(items: list[str]) -> str:
+    more = f"\n  ... and {len(items) - LIST_LIMIT} more" if len(items) > LIST_LIMIT else ""
+    return "\n  " + "\n  ".join(items[:LIST_LIMIT]) + more
+
+
+def check_saved_predictions(pair: Pair, allow_missing: bool) -> tuple[str, ...]:
+    """Read every saved prediction of ``pair`` not scored yet, before anything is scored; returns the missing ids.
+
+    One SavedPredictionError lists every unusable file (unreadable, misshapen, NaN or inf) and, unless
+    ``allow_missing``, every missing one (the first LIST_LIMIT ids and the count). With ``allow_missing`` the
+    missing ids are returned (recorded, not scored), unless no file at all exists (a wrong folder or layout).
+    """
+    ids, done, folder = pair.dataset.ids(), finished_ids(pair), pair.method.folder
+    missing, bad = [], []
+    for i in ids:
+        if i in done:
+            continue
+        relpath = pair.dataset.prediction_relpath(i)
+        try:
+            pair.method.load(relpath)
+        except FileNotFoundError:
+            missing.append(i)
+        except ValueError as err:
+            bad.append(f"{i} ({relpath}): {err}")
+    problems = []
+    if bad:
+        problems.append(f"{len(bad)} unusable: save depth or disparity as [H,W] (or [1,H,W], [H,W,1]) and normals "
+                        f"as [3,H,W] or [H,W,3], finite numbers, with np.save (a folder holds one task: choose "
+                        f"--datasets of that task, or say predictions[depth|disparity|normals]:DIR):" + listing(bad))
+    nothing = bool(ids) and len(missing) == len(ids)
+    if missing and (not allow_missing or nothing):
+        example = folder / pair.dataset.prediction_relpath(missing[0])
+        fix = ("is the folder the root of the Marigold layout?" if nothing else
+               "write them, or pass --allow-missing (RunConfig.allow_missing) to score the rest")
+        problems.append(f"{len(missing)} missing (expected e.g. {example}; {fix}):" + listing(missing))
+    if problems:
+        raise SavedPredictionError(f"saved predictions in {folder} for {pair.dataset.name} ({len(ids)} samples) "
+                                   f"cannot be scored; nothing was scored.\n" + "\n".join(problems))
+    return tuple(missing)
+
+
+def saved_prediction(pair: Pair, sample: Sample) -> np.ndarray:
+    """[C,h,w] float32 read from the prediction folder; refuses another aspect ratio than the GT's (transposed?)."""
+    relpath = pair.dataset.prediction_relpath(sample.id)
+    pred = pair.method.load(relpath)
+    (h, w), (gh, gw) = pred.shape[1:], sample.valid.shape
+    if abs(math.log((h * gw) / (w * gh))) > math.log(MAX_ASPECT_CHANGE):
+        raise SavedPredictionError(f"sample {sample.id}: the saved prediction {pair.method.folder / relpath} is "
+                                   f"{h}x{w} but the GT {gh}x{gw} (transposed?); save it at GT or processing "
+                                   f"resolution")
+    return pred

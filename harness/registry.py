@@ -2,12 +2,18 @@
 
 The registries themselves are plain dicts filled by decorators in ``methods`` and ``datasets`` (which never import
 the harness); importing this module imports every entry module so that they register.
+
+A method is named as ``name``, ``name:argument`` or ``name[option]:argument`` (e.g. ``predictions:DIR``,
+``predictions[disparity]:DIR``; the argument runs from the first ':' to the end and may contain ':').
 """
 from __future__ import annotations
 
 import difflib
+import hashlib
 import importlib
-from typing import Any, Mapping
+import re
+from dataclasses import dataclass, replace
+from typing import Any, Mapping, Optional
 
 from datasets.registry import DATASETS
 from methods.registry import METHODS
@@ -17,6 +23,7 @@ _ENTRY_MODULES = (
     "datasets.synthetic",
     "methods.trivial",
     "methods.dpbridge",
+    "methods.saved",
 )
 
 
@@ -36,8 +43,65 @@ def lookup(kind: str, table: Mapping[str, Any], name: str) -> Any:
                    f"See `python -m harness ls {kind}s`.")
 
 
-def method_class(name: str) -> type:
-    return lookup("method", METHODS, name)
+@dataclass(frozen=True)
+class MethodSpec:
+    """One entry of ``--methods``: ``name[option]:argument`` with the option and the argument optional."""
+
+    text: str
+    name: str
+    option: Optional[str] = None
+    argument: Optional[str] = None
+
+    @property
+    def cell(self) -> str:
+        """Filesystem-safe name of this method's cells in a run folder (``<cell>__<dataset>``): the name alone, or
+        ``name-<8 hex of sha256(text)>`` when an option or argument (a folder path) is given."""
+        if self.option is None and self.argument is None:
+            return self.name
+        return f"{self.name}-{hashlib.sha256(self.text.encode()).hexdigest()[:8]}"
+
+
+_SPEC = re.compile(r"([^\[\]:]+)(?:\[([^\[\]:]*)\])?(?::(.*))?", re.S)
+
+
+def parse_method_spec(text: str) -> MethodSpec:
+    m = _SPEC.fullmatch(text)
+    if m is None:
+        raise ValueError(f"cannot read method {text!r}: expected NAME, NAME:ARGUMENT or NAME[OPTION]:ARGUMENT "
+                         f"(e.g. predictions[disparity]:/path/to/preds)")
+    return MethodSpec(text, m.group(1), m.group(2), m.group(3))
+
+
+def method_class(text: str) -> type:
+    """The class of a method spec (``ramp``, ``predictions:DIR``); raises when its option or argument does not fit."""
+    spec = parse_method_spec(text)
+    cls = lookup("method", METHODS, spec.name)
+    if spec.option is not None and spec.option not in cls.spec_options:
+        known = ", ".join(cls.spec_options) or "none"
+        raise ValueError(f"method {spec.name!r} has no option [{spec.option}]; options: {known}")
+    if spec.argument is not None and cls.spec_argument is None:
+        raise ValueError(f"method {spec.name!r} takes no argument; got {text!r}")
+    if spec.argument is None and cls.spec_argument is not None:
+        raise ValueError(f"method {spec.name!r} needs its {cls.spec_argument}: write {spec.name}:"
+                         f"<{cls.spec_argument}>")
+    return cls
+
+
+def method_tasks(text: str) -> tuple:
+    """The tasks a method spec serves: the class' tasks, narrowed by its option (``predictions[disparity]``: depth)."""
+    spec, cls = parse_method_spec(text), method_class(text)
+    if spec.option is None:
+        return tuple(cls.tasks)
+    return tuple(t for t in cls.tasks if t in cls.spec_options[spec.option])
+
+
+def build_method(text: str, task: str, options):
+    """An instance of a method spec for ``task``, its option and argument passed in ``options.extra``."""
+    spec, cls = parse_method_spec(text), method_class(text)
+    if spec.option is not None or spec.argument is not None:
+        options = replace(options, extra={**options.extra, "spec_option": spec.option,
+                                          "spec_argument": spec.argument})
+    return cls(task, options)
 
 
 def dataset_class(name: str) -> type:

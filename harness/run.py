@@ -8,11 +8,10 @@ from typing import Optional
 
 import numpy as np
 import pandas as pd
-import torch
 
 from harness import manifest as mf
-from harness.evaluate import Pair, evaluate_pairs
-from harness.registry import dataset_class, method_class
+from harness.evaluate import Pair, SavedPredictionError, check_saved_predictions, evaluate_pairs
+from harness.registry import build_method, dataset_class, method_class, method_tasks, parse_method_spec
 from harness.runio import atomic_write_text, read_jsonl
 from harness.summary import groups_of, summarize_depth, summarize_normals
 from harness.tables import markdown_tables
@@ -27,7 +26,7 @@ DEFAULT_DATASETS = ("synthetic", "synthetic_normals")
 class RunConfig:
     """Everything that changes a run's numbers (its hash names the default output folder)."""
 
-    methods: tuple[str, ...] = DEFAULT_METHODS
+    methods: tuple[str, ...] = DEFAULT_METHODS  # names, or specs such as "predictions:DIR" (harness.registry)
     datasets: tuple[str, ...] = DEFAULT_DATASETS
     steps: Optional[int] = None  # None = each method's default
     eta: float = 0.0
@@ -38,6 +37,15 @@ class RunConfig:
     processing_res: Optional[int] = None  # None = method's, else dataset's, else native
     count: Optional[int] = None  # evaluate only the first N samples of each dataset
     dataset_args: dict = field(default_factory=dict)  # name -> constructor kwargs
+    allow_missing: bool = False  # saved predictions: score the samples that have a file, count the others
+
+
+def config_key(cfg: RunConfig) -> str:
+    """Hash of the settings; allow_missing enters only when set, so runs made before it existed keep their key."""
+    settings = asdict(cfg)
+    if not settings["allow_missing"]:
+        del settings["allow_missing"]
+    return mf.config_key(settings)
 
 
 def build_dataset(name: str, cfg: RunConfig):
@@ -61,12 +69,15 @@ class Subset:
     def load(self, sample_id):
         return self.dataset.load(sample_id)
 
+    def prediction_relpath(self, sample_id):
+        return self.dataset.prediction_relpath(sample_id)
+
     def describe(self):
         return {**self.dataset.describe(), "count": len(self.ids()), "subset_of": len(self.dataset.ids())}
 
 
 def output_folder(cfg: RunConfig, output: Optional[str]) -> Path:
-    return Path(output) if output else RESULTS_DIR / "runs" / f"run-{mf.config_key(asdict(cfg))}"
+    return Path(output) if output else RESULTS_DIR / "runs" / f"run-{config_key(cfg)}"
 
 
 def claim_folder(folder: Path, record: dict) -> None:
@@ -86,7 +97,6 @@ def claim_folder(folder: Path, record: dict) -> None:
 
 def run(cfg: RunConfig, output: Optional[str] = None, progress: bool = True) -> tuple[Path, pd.DataFrame]:
     """Evaluate every method on every dataset; returns the run folder and the tidy summary."""
-    torch.set_grad_enabled(False)
     datasets = [build_dataset(n, cfg) for n in cfg.datasets]
     for n in cfg.methods:  # fail on an unknown name before any compute
         method_class(n)
@@ -94,12 +104,23 @@ def run(cfg: RunConfig, output: Optional[str] = None, progress: bool = True) -> 
     options = RunOptions(steps=cfg.steps, eta=cfg.eta, device=cfg.device, dtype=cfg.dtype)
     plan = []
     for ds in datasets:
-        methods = [method_class(n)(ds.spec.task, options) for n in cfg.methods
-                   if ds.spec.task in method_class(n).tasks]
-        pairs = [Pair(m, ds, folder / f"{m.name}__{ds.name}", processing_res(cfg, m, ds)) for m in methods]
+        specs = [parse_method_spec(n) for n in cfg.methods if ds.spec.task in method_tasks(n)]
+        methods = [(s, build_method(s.text, ds.spec.task, options)) for s in specs]
+        pairs = [Pair(m, ds, folder / f"{s.cell}__{ds.name}", processing_res(cfg, m, ds)) for s, m in methods]
         plan.append((ds, pairs))
+    saved = [p for _, pairs in plan for p in pairs if p.method.reads_saved_predictions]
+    problems = []
+    for pair in saved:  # every file of every folder checked before anything is scored; one error lists them all
+        try:
+            pair.missing = check_saved_predictions(pair, cfg.allow_missing)
+        except SavedPredictionError as err:
+            problems.append(str(err))
+    if problems:
+        raise SavedPredictionError("\n\n".join(problems))
     record = manifest_record(cfg, plan)
     claim_folder(folder, record)
+    for pair in saved:
+        atomic_write_text(pair.folder / "missing.json", json.dumps(list(pair.missing), indent=1) + "\n")
     for ds, pairs in plan:
         evaluate_pairs(pairs, ds, cfg.seed, cfg.batch_size, progress=progress)
     summary = summarize_run(cfg, plan)
@@ -115,30 +136,32 @@ def processing_res(cfg: RunConfig, method, dataset) -> int:
 
 
 def manifest_record(cfg: RunConfig, plan) -> dict:
-    cfg_dict = asdict(cfg)
     return {
-        "config": cfg_dict, "config_key": mf.config_key(cfg_dict), "git_commit": mf.git_commit(),
+        "config": asdict(cfg), "config_key": config_key(cfg), "git_commit": mf.git_commit(),
         "packages": mf.package_versions(), "device": cfg.device, "device_name": mf.device_description(cfg.device),
         "dtype": cfg.dtype, "seed": cfg.seed,
         "datasets": {ds.name: {**ds.describe(), "list_fingerprint": mf.list_fingerprint(ds.ids()),
                                "protocol": asdict(ds.spec)} for ds, _ in plan},
-        "methods": {f"{p.method.name}__{ds.name}": {**p.method.describe(), "alignment": p.alignment,
+        "methods": {p.folder.name: {**p.method.describe(), "alignment": p.alignment,
                                                     "processing_res": p.processing_res}
                     for ds, pairs in plan for p in pairs},
     }
 
 
 def summarize_run(cfg: RunConfig, plan) -> pd.DataFrame:
+    """Tidy summary rows; n_missing counts the dataset's samples without a saved prediction (--allow-missing; the
+    same count on every group's rows, since a missing sample's group is unknown), 0 for every other method."""
     out = []
     for ds, pairs in plan:
         ids = ds.ids()
         fingerprint = mf.list_fingerprint(ids)
         for pair in pairs:
             by_id = {r["id"]: r for r in read_jsonl(pair.folder / "rows.jsonl")}
-            missing = [i for i in ids if i not in by_id]
+            skipped = set(pair.missing)
+            missing = [i for i in ids if i not in by_id and i not in skipped]
             if missing:
                 raise RuntimeError(f"{pair.folder}: {len(missing)} samples have no result (first: {missing[:3]})")
-            rows = [by_id[i] for i in ids]
+            rows = [by_id[i] for i in ids if i in by_id]
             info = pair.method.describe()
             base = {"method": pair.method.name, "variant": info.get("variant", "default"), "dataset": ds.name,
                     "split": getattr(ds, "split", getattr(getattr(ds, "dataset", None), "split", "test")),
@@ -156,5 +179,6 @@ def summarize_run(cfg: RunConfig, plan) -> pd.DataFrame:
                     stats = summarize_normals(sub, errors, aggregation)
                 for metric, (value, lo, hi) in stats.items():
                     out.append({**base, "group": group, "aggregation": aggregation, "metric": metric,
-                                "value": value, "ci_low": lo, "ci_high": hi, "n_samples": len(sub)})
+                                "value": value, "ci_low": lo, "ci_high": hi, "n_samples": len(sub),
+                                "n_missing": len(pair.missing)})
     return pd.DataFrame(out)

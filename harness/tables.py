@@ -27,17 +27,24 @@ def header(task: str, metric: str) -> str:
 
 
 def markdown_tables(summary: pd.DataFrame) -> str:
-    """One Markdown table per (task, aggregation): a row per (method, dataset, group), key metrics as columns."""
+    """One Markdown table per (task, aggregation): a row per (method, dataset, group), key metrics as columns.
+
+    A "missing" column (samples without a saved prediction, on the dataset's "all" row) appears when any row of
+    the table has some (``--allow-missing``).
+    """
     parts = []
     for (task, aggregation), df in summary.groupby(["task", "aggregation"], sort=False):
         metrics = [m for m in KEY_METRICS[task] if m in set(df["metric"])]
-        lines = ["| method | dataset | subset | n | steps | " + " | ".join(header(task, m) for m in metrics) + " |",
-                 "|---|---|---|---|---|" + "---|" * len(metrics)]
+        missing = "n_missing" in df and bool((df["n_missing"] > 0).any())
+        extra = " missing |" if missing else ""
+        lines = [f"| method | dataset | subset | n |{extra} steps | " + " | ".join(header(task, m) for m in metrics)
+                 + " |", "|---|---|---|---|" + "---|" * (int(missing) + 1 + len(metrics))]
         keys = ["method", "variant", "dataset", "group", "steps"]
         for (method, variant, dataset, group, steps), cell in df.groupby(keys, sort=False):
             values = {r.metric: format_cell(task, r.metric, r.value, r.ci_low, r.ci_high) for r in cell.itertuples()}
             label = method if variant == "default" else f"{method} [{variant}]"
-            lines.append(f"| {label} | {dataset} | {group} | {cell['n_samples'].iloc[0]} | {steps or '-'} | "
+            gone = f" {cell['n_missing'].iloc[0] if group == 'all' else '-'} |" if missing else ""
+            lines.append(f"| {label} | {dataset} | {group} | {cell['n_samples'].iloc[0]} |{gone} {steps or '-'} | "
                          + " | ".join(values.get(m, "-") for m in metrics) + " |")
         align = ", ".join(sorted(set(df["alignment"])))
         parts.append(f"**{task}** (aggregation: {aggregation}; alignment: {align}; ± = half-width of the bootstrap "

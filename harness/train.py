@@ -26,7 +26,7 @@ class TrainConfig:
     """Optimisation settings. Paper: 30K iterations, batch 2 x 8 accumulation, lr lost from the text (3e-5 is
     Marigold's). The tiny world trains a 1.5 M-parameter UNet for minutes, so its defaults differ (recorded)."""
 
-    iterations: int = 2500  # optimiser steps
+    iterations: int = 3000  # optimiser steps
     batch: int = 16  # per process, per micro-step
     grad_accum: int = 1  # effective batch = processes x batch x grad_accum
     lr: float = 5e-4

@@ -48,6 +48,14 @@ class Method:
 
     name: str = "?"  # set by @register
     tasks: tuple[Task, ...] = ("depth", "normals")
+    # A method named on the command line as ``name[option]:argument`` (``predictions[disparity]:DIR``) lists the
+    # options it accepts, each with the tasks it covers, and names its argument (None: it takes none). Both reach
+    # __init__ as ``options.extra["spec_option"]`` and ``options.extra["spec_argument"]`` (harness.registry).
+    spec_options: dict[str, tuple[Task, ...]] = {}
+    spec_argument: Optional[str] = None
+    # True for a method whose outputs already lie on disk (methods.saved): instead of ``predict`` the engine
+    # calls ``load(relpath) -> float32 [C,h,w]`` with the dataset's ``prediction_relpath(id)`` and caches nothing.
+    reads_saved_predictions: bool = False
 
     def __init__(self, task: Task, options: RunOptions):
         if task not in self.tasks:
