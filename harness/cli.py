@@ -35,11 +35,23 @@ def _overrides(pairs: list[str], cls) -> dict:
     return out
 
 
+def _dataset_names(text: str) -> tuple[str, ...]:
+    """Comma-separated names; ``all`` = every registered evaluation dataset."""
+    names = _csv(text)
+    if names == ("all",):
+        from datasets.registry import DATASETS
+        from harness.registry import load_entries
+
+        load_entries()
+        return tuple(sorted(n for n, cls in DATASETS.items() if getattr(cls, "evaluation", True)))
+    return names
+
+
 def cmd_run(args) -> int:
     from harness.run import DEFAULT_DATASETS, DEFAULT_METHODS, RunConfig, run
 
     cfg = RunConfig(methods=_csv(args.methods) if args.methods else DEFAULT_METHODS,
-                    datasets=_csv(args.datasets) if args.datasets else DEFAULT_DATASETS,
+                    datasets=_dataset_names(args.datasets) if args.datasets else DEFAULT_DATASETS,
                     steps=args.steps, eta=args.eta, seed=args.seed, batch_size=args.batch_size, device=args.device,
                     dtype=args.dtype, count=args.count, allow_missing=args.allow_missing)
     folder, summary = run(cfg, args.output, progress=not args.quiet)
@@ -125,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--methods", help="comma-separated method names (default: DPBridge-tiny + trivial references); "
                    "saved predictions of any model: predictions:DIR (affine depth / normals), "
                    "predictions[disparity]:DIR (affine disparity), Marigold layout (DIR/.../pred_<name>.npy)")
-    r.add_argument("--datasets", help="comma-separated dataset names (default: the tiny world, depth and normals)")
+    r.add_argument("--datasets", help="comma-separated dataset names, or all (default: the tiny world, depth and normals)")
     r.add_argument("--steps", type=int, help="sampling steps (default: each method's own)")
     r.add_argument("--eta", type=float, default=0.0)
     r.add_argument("--seed", type=int, default=0)

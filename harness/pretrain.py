@@ -58,27 +58,37 @@ def _vae_images(pool: dict, idx: torch.Tensor, kinds: torch.Tensor) -> torch.Ten
     return torch.where(flip.view(-1, 1, 1, 1), flipped, images)
 
 
-def train_vae(vae, pool: dict, cfg: PretrainConfig, log) -> dict:
-    opt = torch.optim.Adam(vae.parameters(), lr=cfg.vae_lr)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg.warmup, cfg.vae_steps))
-    n = len(pool["rgb"])
+def _fit(stage: str, module, lr: float, steps: int, batch_loss, cfg: PretrainConfig, log) -> float:
+    """Adam with warm-up + exponential decay on ``batch_loss()`` for ``steps`` steps; returns the loss EMA."""
+    opt = torch.optim.Adam(module.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg.warmup, steps))
     ema = None
-    vae.train()
-    for step in range(cfg.vae_steps):
-        idx = torch.randint(0, n, (cfg.batch,))
-        x = _vae_images(pool, idx, torch.randint(0, 3, (cfg.batch,)))
-        post = vae.encode(x).latent_dist
-        recon = vae.decode(post.sample()).sample
-        loss = F.l1_loss(recon, x) + F.mse_loss(recon, x) + cfg.kl_weight * post.kl().mean()
+    module.train()
+    for step in range(steps):
+        loss = batch_loss()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         sched.step()
         ema = loss.item() if ema is None else 0.98 * ema + 0.02 * loss.item()
-        if step % cfg.log_every == 0 or step == cfg.vae_steps - 1:
-            log({"stage": "vae", "step": step, "loss_ema": round(ema, 5), "lr": sched.get_last_lr()[0]})
-    vae.eval()
-    return {"vae_final_loss_ema": ema}
+        if step % cfg.log_every == 0 or step == steps - 1:
+            log({"stage": stage, "step": step, "loss_ema": round(ema, 5), "lr": sched.get_last_lr()[0]})
+    module.eval()
+    return ema
+
+
+def train_vae(vae, pool: dict, cfg: PretrainConfig, log) -> dict:
+    """L1 + L2 reconstruction (+ a small KL) on batches mixing RGB, depth and normal images."""
+    n = len(pool["rgb"])
+
+    def batch_loss():
+        idx = torch.randint(0, n, (cfg.batch,))
+        x = _vae_images(pool, idx, torch.randint(0, 3, (cfg.batch,)))
+        post = vae.encode(x).latent_dist
+        recon = vae.decode(post.sample()).sample
+        return F.l1_loss(recon, x) + F.mse_loss(recon, x) + cfg.kl_weight * post.kl().mean()
+
+    return {"vae_final_loss_ema": _fit("vae", vae, cfg.vae_lr, cfg.vae_steps, batch_loss, cfg, log)}
 
 
 @torch.inference_mode()
@@ -103,29 +113,18 @@ def vae_reconstruction_report(vae, pool: dict) -> dict:
 
 def train_unet(backbone, latents: torch.Tensor, cfg: PretrainConfig, log) -> dict:
     """Ordinary DDPM eps-prediction training on RGB latents [N,4,h,w] (diffusers index k in 0..999)."""
-    unet = backbone.unet
     alphabar = BridgeSchedule().alphabar[1:].float()  # [1000], diffusers index k = t - 1
-    opt = torch.optim.Adam(unet.parameters(), lr=cfg.unet_lr)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg.warmup, cfg.unet_steps))
     context = backbone.null_text.expand(cfg.batch, -1, -1)
-    ema = None
-    unet.train()
-    for step in range(cfg.unet_steps):
+
+    def batch_loss():
         z0 = latents[torch.randint(0, len(latents), (cfg.batch,))]
         k = torch.randint(0, 1000, (cfg.batch,))
         eps = torch.randn_like(z0)
         ab = alphabar[k].view(-1, 1, 1, 1)
         zk = ab.sqrt() * z0 + (1 - ab).sqrt() * eps
-        loss = F.mse_loss(unet(zk, k, encoder_hidden_states=context).sample, eps)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        ema = loss.item() if ema is None else 0.98 * ema + 0.02 * loss.item()
-        if step % cfg.log_every == 0 or step == cfg.unet_steps - 1:
-            log({"stage": "unet", "step": step, "loss_ema": round(ema, 5), "lr": sched.get_last_lr()[0]})
-    unet.eval()
-    return {"unet_final_loss_ema": ema}
+        return F.mse_loss(backbone.unet(zk, k, encoder_hidden_states=context).sample, eps)
+
+    return {"unet_final_loss_ema": _fit("unet", backbone.unet, cfg.unet_lr, cfg.unet_steps, batch_loss, cfg, log)}
 
 
 def pretrain(cfg: PretrainConfig, command: str) -> dict:

@@ -63,12 +63,12 @@ def _log(path: Path, row: dict) -> None:
         f.write(json.dumps(row) + "\n")
 
 
-def _save_state(accelerator, out: Path, iteration: int) -> None:
+def _save_state(accelerator, out: Path, iteration: int, config: dict) -> None:
     """Checkpoint to out/checkpoint (written to a temp folder, then swapped in: a kill never leaves half a one)."""
     tmp, final = out / "checkpoint.tmp", out / "checkpoint"
     shutil.rmtree(tmp, ignore_errors=True)
     accelerator.save_state(str(tmp))
-    (tmp / "iteration.json").write_text(json.dumps({"iteration": iteration}))
+    (tmp / "iteration.json").write_text(json.dumps({"iteration": iteration, "method_config": config}))
     old = out / "checkpoint.old"
     if final.exists():
         os.replace(final, old)
@@ -95,8 +95,12 @@ def train(method_cfg: DPBridgeConfig, cfg: TrainConfig, command: str, method_nam
 
     start = 0
     if (out / "checkpoint" / "iteration.json").is_file():
+        state = json.loads((out / "checkpoint" / "iteration.json").read_text())
+        if state.get("method_config") != asdict(method_cfg):
+            raise ValueError(f"{out}/checkpoint was trained with another method config ({state.get('method_config')});"
+                             f" resume with the same settings or choose another --set output=DIR")
         accelerator.load_state(str(out / "checkpoint"))
-        start = json.loads((out / "checkpoint" / "iteration.json").read_text())["iteration"]
+        start = state["iteration"]
     log_path = out / "training_log.jsonl"
     if start == 0:
         log_path.write_text("")
@@ -129,7 +133,7 @@ def train(method_cfg: DPBridgeConfig, cfg: TrainConfig, command: str, method_nam
         if done % cfg.checkpoint_every == 0 or done == cfg.iterations:
             accelerator.wait_for_everyone()
             if accelerator.is_main_process:
-                _save_state(accelerator, out, done)
+                _save_state(accelerator, out, done, asdict(method_cfg))
     accelerator.wait_for_everyone()
     summary = {"command": command, "method": method_name, "method_config": asdict(method_cfg),
                "train_config": asdict(cfg), "effective_batch": effective, "world_size": accelerator.num_processes,

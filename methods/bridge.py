@@ -137,6 +137,12 @@ class BridgeSchedule:
         n = (self.b[tt] ** 2 + self.c[tt] ** 2).sqrt()
         return self._cast(self.b[tt] / n, like), self._cast(self.c[tt] / n, like)
 
+    def eps_from_v(self, x_t: torch.Tensor, xT: torch.Tensor, v: torch.Tensor, t: TimeLike) -> torch.Tensor:
+        """eps from v = alpha'_t eps - sigma'_t x_0 in the DAN-A frame x~_t = alpha'_t x_0 + sigma'_t eps:
+        eps = sigma'_t x~_t + alpha'_t v (well conditioned up to t = T-1, unlike x_0 from eps near T)."""
+        alpha_p, sigma_p = self.dan_coefficients(t, like=x_t)
+        return sigma_p * self.dan(x_t, xT, t, "A") + alpha_p * v
+
     def dan(self, x_t: torch.Tensor, xT: torch.Tensor, t: TimeLike, variant: str = "A") -> torch.Tensor:
         """Network input for the x_t slot (Eq. 12). variant:
         "A" (default): (x_t - a_t x_T) / sqrt(b_t^2 + c_t^2) = alpha'_t x_0 + sigma'_t eps, t <= T-1;

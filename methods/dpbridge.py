@@ -32,6 +32,12 @@ class DPBridgeConfig:
     finetune: bool = True  # False: same UNet architecture, random init (the "from scratch" ablation)
     dan: Literal["A", "B", "off"] = "A"  # math.md section 3
     dan_timestep: Literal["t", "snr_matched"] = "t"
+    # What the UNet outputs. "eps" (the paper, Eq. 9): the noise itself. "v": v = alpha' eps - sigma' x0 in the
+    # DAN-A frame (x~ = alpha' x0 + sigma' eps), so eps_hat = sigma' x~ + alpha' v_hat. The loss is L_eps either
+    # way. Near t = T, x0_hat = (x_t - a x_T - c eps_hat) / b divides by b_999 = 0.0008: eps prediction must then
+    # reproduce its input to ~1e-4, which SD's UNet does and a tiny UNet does not (see README); "v" builds that
+    # identity in.
+    parameterization: Literal["eps", "v"] = "eps"
     image_consistency: Literal["pixel", "latent", "off"] = "pixel"  # math.md section 2
     ic_max_k: int = 759  # IC only where SNR_t - SNR_T >= 0.05 (diffusers index k <= 759)
     ic_subbatch: int = 4  # decode at most this many x0_hat per step for IC (0 = all); decoder cost on CPU
@@ -85,7 +91,10 @@ class DPBridgeModel(torch.nn.Module):
         x_in = self.schedule.dan(x_t, x_T, t, self.cfg.dan)
         k = self.schedule.dan_timestep(t, self.cfg.dan_timestep) - 1  # diffusers index
         context = self.null_text.to(x_t.dtype).expand(x_t.shape[0], -1, -1)
-        return self.unet(torch.cat([x_T, x_in], dim=1), k, encoder_hidden_states=context).sample
+        out = self.unet(torch.cat([x_T, x_in], dim=1), k, encoder_hidden_states=context).sample
+        if self.cfg.parameterization == "eps":
+            return out
+        return self.schedule.eps_from_v(x_t, x_T, out, t)
 
     # ---- training (Algorithm 1)
     def loss(self, x_T: torch.Tensor, x_0: torch.Tensor, target: torch.Tensor, valid: torch.Tensor,

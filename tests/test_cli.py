@@ -30,3 +30,11 @@ def test_python_dash_m_harness_runs_from_the_checkout(tmp_path):
     assert out.returncode == 0, out.stderr
     assert "| ramp | synthetic | all | 2 |" in out.stdout
     assert (tmp_path / "r" / "summary.csv").is_file()
+
+
+def test_datasets_all_means_every_registered_evaluation_dataset():
+    from harness.cli import _dataset_names
+
+    names = _dataset_names("all")
+    assert {"synthetic", "synthetic_normals"} <= set(names)
+    assert _dataset_names("synthetic, synthetic_normals") == ("synthetic", "synthetic_normals")

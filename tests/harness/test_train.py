@@ -54,3 +54,19 @@ def test_lr_schedule_warms_up_then_decays_exponentially():
     assert lr_factor(100, cfg) == pytest.approx(1.0)
     assert lr_factor(600, cfg) == pytest.approx(0.1)
     assert lr_factor(1100, cfg) == pytest.approx(0.01)
+
+
+def test_resuming_with_other_settings_is_refused(tmp_path, tiny_backbone_dir, private_cache):
+    method, cfg = _cfgs(tmp_path, tiny_backbone_dir, iterations=2, output=str(tmp_path / "o"),
+                        export=str(tmp_path / "e"))
+    train(method, cfg, "test")
+    other = DPBridgeConfig(task="normals", backbone=str(tiny_backbone_dir), dan="B")
+    with pytest.raises(ValueError, match="another method config"):
+        train(other, TrainConfig(**{**cfg.__dict__, "iterations": 4}), "test")
+
+
+def test_v_parameterisation_trains_and_round_trips(tmp_path, tiny_backbone_dir, private_cache):
+    method = DPBridgeConfig(task="depth", backbone=str(tiny_backbone_dir), parameterization="v")
+    cfg = TrainConfig(iterations=1, batch=2, pool_count=4, output=str(tmp_path / "o"), export=str(tmp_path / "e"))
+    train(method, cfg, "test")
+    assert load_checkpoint(tmp_path / "e").cfg.parameterization == "v"

@@ -281,3 +281,17 @@ def test_markov_sample_oracle(sched):
     x0, xT = _pair(14, shape=(1, 2, 2, 2))
     out = sched.markov_sample(_oracle(sched, x0, xT), xT, torch.Generator().manual_seed(0))
     torch.testing.assert_close(out, x0, rtol=0, atol=1e-10)
+
+
+def test_eps_from_v_inverts_the_v_target_for_every_t():
+    s = BridgeSchedule()
+    g = torch.Generator().manual_seed(3)
+    x0, xT, eps = (torch.randn(5, 2, 3, 3, generator=g, dtype=torch.float64) for _ in range(3))
+    t = torch.tensor([1, 250, 500, 900, 999])
+    x_t = s.q_sample(x0, xT, t, eps)
+    alpha_p, sigma_p = s.dan_coefficients(t, like=x_t)
+    v = alpha_p * eps - sigma_p * x0
+    assert torch.allclose(s.eps_from_v(x_t, xT, v, t), eps, atol=1e-10)
+    # a v error moves x0_hat by at most sigma' times that error, even at t = T-1 where b is 8e-4
+    x0_hat = s.x0_from_eps(x_t, xT, s.eps_from_v(x_t, xT, v + 0.1, t), t)
+    assert (x0_hat - x0).abs().max() <= 0.1 + 1e-9
