@@ -6,7 +6,7 @@ import json
 import os
 import shlex
 import sys
-from dataclasses import fields, replace
+from dataclasses import fields
 
 DESCRIPTION = "Train, run and evaluate DPBridge and regenerate the paper's tables."
 

@@ -14,7 +14,7 @@ from typing import Literal, Optional
 import torch
 import torch.nn.functional as F
 
-from methods.backbones import WEIGHTS_DIR, Backbone, load_backbone, new_tiny_backbone, widen_conv_in
+from methods.backbones import WEIGHTS_DIR, Backbone, load_backbone, widen_conv_in
 from methods.base import Method, OutputContract, RunOptions
 from methods.bridge import BridgeSchedule
 from methods.registry import register

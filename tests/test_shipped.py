@@ -1,6 +1,5 @@
 """The shipped tiny checkpoints: small, regenerable, loadable, and better than the trivial references."""
 import json
-from pathlib import Path
 
 import pytest
 import torch

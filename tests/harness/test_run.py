@@ -8,7 +8,7 @@ import torch
 from harness import evaluate
 from harness.registry import method_class
 from harness.run import RunConfig, run
-from harness.runio import append_jsonl, read_jsonl
+from harness.runio import read_jsonl
 
 CFG = RunConfig(methods=("constant", "ramp"), datasets=("synthetic", "synthetic_normals"), count=6, batch_size=4)
 

@@ -1,10 +1,8 @@
-import json
-
 import pytest
 import torch
 
 from methods.backbones import load_backbone, widen_conv_in
-from methods.dpbridge import DPBridgeConfig, DPBridgeModel, build_model, load_checkpoint, per_sample_noise
+from methods.dpbridge import DPBridgeConfig, build_model, load_checkpoint, per_sample_noise
 
 
 def test_widened_conv_in_keeps_the_output_when_both_halves_see_the_same_latent(tiny_backbone_dir):
