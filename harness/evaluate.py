@@ -16,7 +16,6 @@ bad sample), reads them through the method's ``load`` and caches no copy (rows a
 """
 from __future__ import annotations
 
-import hashlib
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from datasets.base import Dataset, Sample
+from harness.manifest import stable_seed
 from harness.runio import append_jsonl, atomic_save_npy, read_jsonl
 from harness.scoring import alignment_for, score_depth, score_normals
 from methods.base import Method
@@ -35,8 +35,7 @@ from methods.base import Method
 
 def sample_seed(seed: int, sample_id: str) -> int:
     """Per-sample seed: the same sample gets the same noise whatever its batch, order or process."""
-    digest = hashlib.sha256(f"{seed}:{sample_id}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") >> 1
+    return stable_seed(f"{seed}:{sample_id}")
 
 
 def processing_size(height: int, width: int, res: int, multiple: int) -> tuple[int, int]:

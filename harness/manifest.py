@@ -47,5 +47,10 @@ def list_fingerprint(ids: list[str]) -> str:
     return hashlib.sha256("\n".join(sorted(ids)).encode()).hexdigest()[:16]
 
 
+def stable_seed(text: str) -> int:
+    """A 63-bit seed from a string: first 8 bytes of its sha256, little-endian, halved (same on every platform)."""
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") >> 1
+
+
 def config_key(config: dict) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from harness.pool import encode_images, render_pool
+from harness.train import warmup_exponential
 from methods.backbones import TINY_BACKBONE_DIR, TINY_IMAGE_SIZE, new_tiny_backbone, save_backbone
 from methods.bridge import BridgeSchedule
 from methods.targets import flip_horizontal, normals_from_image, rgb_to_tensor, target_image
@@ -40,11 +41,7 @@ class PretrainConfig:
 
 def _lr_lambda(warmup: int, total: int, final_ratio: float = 0.05):
     """Linear warm-up then exponential decay to ``final_ratio`` of the base rate at ``total``."""
-    def f(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return final_ratio ** ((step - warmup) / max(total - warmup, 1))
-    return f
+    return lambda step: warmup_exponential(step, warmup, total, final_ratio)
 
 
 def _vae_images(pool: dict, idx: torch.Tensor, kinds: torch.Tensor) -> torch.Tensor:

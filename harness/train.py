@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from harness.manifest import stable_seed
 from harness.pool import latent_pool, render_pool
 from methods.backbones import TINY_IMAGE_SIZE, WEIGHTS_DIR, save_module_fp16
 from methods.dpbridge import CONFIG_FILE, DPBridgeConfig, build_model
@@ -41,12 +42,16 @@ class TrainConfig:
     export: str = ""  # where the final fp16 checkpoint goes; default methods/weights/dpbridge_tiny_<task>
 
 
+def warmup_exponential(step: int, warmup: int, total: int, final_ratio: float) -> float:
+    """Learning-rate factor: linear warm-up for ``warmup`` steps, then exponential decay reaching ``final_ratio``
+    at step ``total`` (the paper's schedule; also the tiny backbone's)."""
+    if step < warmup:
+        return (step + 1) / warmup
+    return final_ratio ** ((step - warmup) / max(total - warmup, 1))
+
+
 def lr_factor(step: int, cfg: TrainConfig) -> float:
-    """Warm-up (linear) for cfg.warmup steps, then exponential decay to cfg.lr_final_ratio at the end."""
-    if step < cfg.warmup:
-        return (step + 1) / cfg.warmup
-    span = max(cfg.iterations - cfg.warmup, 1)
-    return cfg.lr_final_ratio ** ((step - cfg.warmup) / span)
+    return warmup_exponential(step, cfg.warmup, cfg.iterations, cfg.lr_final_ratio)
 
 
 def draw_batch(latents: dict, n_rows: int, batch: int, gen: torch.Generator, num_timesteps: int = 1000):
@@ -147,9 +152,7 @@ def train(method_cfg: DPBridgeConfig, cfg: TrainConfig, command: str, method_nam
 
 def hash_seed(*parts: int) -> int:
     """A 63-bit seed from integers (stable across runs and platforms)."""
-    import hashlib
-
-    return int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:8], "little") >> 1
+    return stable_seed(repr(parts))
 
 
 def export(unet, method_cfg: DPBridgeConfig, summary: dict, log_path: Path, folder: Path) -> None:
