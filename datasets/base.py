@@ -51,6 +51,7 @@ class DatasetSpec:
     alignment: Literal["least_squares", "least_squares_disparity", "none"] = "least_squares"
     normals_aggregation: Literal["pooled", "per_image"] = "pooled"
     eval_crop: Optional[str] = None  # name of the crop applied to the valid mask, e.g. "eigen"
+    fit_max_side: int = 0  # depth alignment fitted on a grid thinned to at most this many pixels per side; 0 = all
 
 
 @dataclass
