@@ -4,6 +4,13 @@ The paper's recipe (Section 5.2): Adam, warm-up then exponential decay, batch x 
 random horizontal flip (the normal's x flips too). accelerate handles device, mixed precision and accumulation.
 Every batch, timestep and noise is drawn from a generator seeded by (seed, iteration, micro-step), so a run
 resumed from its last checkpoint continues exactly as if it had never stopped.
+
+Several processes (`accelerate launch -m harness train ...`, data parallel): each micro-step draws one global
+batch of processes x batch rows and each process trains on its slice, so the weights equal those of one process
+with batch processes x batch (to float rounding) whenever the loss is a mean of per-sample terms (DPBridge's L_eps;
+the image-consistency term pools the pixels of the samples it keeps in each process' batch, so with it on the
+processes weight samples like separate batches, as gradient accumulation does). The first process writes the log,
+checkpoints and the export; every process resumes from the checkpoint (the folder must be on a shared disk).
 """
 from __future__ import annotations
 
@@ -19,7 +26,8 @@ import torch
 from harness.manifest import stable_seed
 from harness.pool import latent_pool, render_pool
 from methods.backbones import TINY_IMAGE_SIZE, WEIGHTS_DIR, save_module_fp16
-from methods.dpbridge import CONFIG_FILE, DPBridgeConfig, build_model
+from harness.registry import load_entries
+from methods.latent import TRAINABLE, save_config
 
 
 @dataclass(frozen=True)
@@ -40,6 +48,9 @@ class TrainConfig:
     log_every: int = 50
     output: str = ""  # run folder (checkpoints, log); default cache/train/<method>_<task>
     export: str = ""  # where the final fp16 checkpoint goes; default methods/weights/dpbridge_tiny_<task>
+    preset: str = "tiny"  # named recipe the defaults came from ("tiny": these; harness.train_data.TRAIN_PRESETS)
+    datasets: str = ""  # comma-separated training adapters (harness.train_data); "" = the tiny-world pool
+    dataset_mix: str = ""  # NAME=WEIGHT,... per-micro-batch dataset probabilities; "" = equal
 
 
 def warmup_exponential(step: int, warmup: int, total: int, final_ratio: float) -> float:
@@ -54,10 +65,10 @@ def lr_factor(step: int, cfg: TrainConfig) -> float:
     return warmup_exponential(step, cfg.warmup, cfg.iterations, cfg.lr_final_ratio)
 
 
-def draw_batch(latents: dict, n_rows: int, batch: int, gen: torch.Generator, num_timesteps: int = 1000):
-    """Indices, DDPM times t ~ U{1..T-1} (never the singular T) and noise, all from ``gen``."""
+def draw_batch(latents: dict, n_rows: int, batch: int, gen: torch.Generator, draw_times):
+    """Indices, times (the model's ``draw_times``) and noise, all from ``gen``."""
     idx = torch.randint(0, n_rows, (batch,), generator=gen)
-    t = torch.randint(1, num_timesteps, (batch,), generator=gen)
+    t = draw_times(batch, gen)
     noise = torch.randn((batch, *latents["x_0"].shape[1:]), generator=gen)
     return idx, t, noise
 
@@ -71,8 +82,13 @@ def _log(path: Path, row: dict) -> None:
 def _save_state(accelerator, out: Path, iteration: int, config: dict) -> None:
     """Checkpoint to out/checkpoint (written to a temp folder, then swapped in: a kill never leaves half a one)."""
     tmp, final = out / "checkpoint.tmp", out / "checkpoint"
-    shutil.rmtree(tmp, ignore_errors=True)
-    accelerator.save_state(str(tmp))
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp))  # every process: the first writes model and optimiser, each its RNG state
+    accelerator.wait_for_everyone()
+    if not accelerator.is_main_process:
+        return
     (tmp / "iteration.json").write_text(json.dumps({"iteration": iteration, "method_config": config}))
     old = out / "checkpoint.old"
     if final.exists():
@@ -81,17 +97,73 @@ def _save_state(accelerator, out: Path, iteration: int, config: dict) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def train(method_cfg: DPBridgeConfig, cfg: TrainConfig, command: str, method_name: str = "dpbridge_tiny") -> dict:
-    from accelerate import Accelerator
+def joined_accelerator(cfg: TrainConfig):
+    """The Accelerator of this process, joined with the others the launcher started. Without a GPU, accelerate joins
+    them (over gloo) only when told to use the CPU, else each would train alone: say so, and check it did."""
+    from accelerate import Accelerator, DataLoaderConfiguration
 
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    # split_batches: the processes split one global batch per step, so the schedule steps once per iteration
+    # (accelerate's default steps it once per process, for loaders that give each process a batch of its own)
+    accelerator = Accelerator(gradient_accumulation_steps=cfg.grad_accum, mixed_precision=cfg.mixed_precision,
+                              cpu=launched > 1 and not torch.cuda.is_available(),
+                              dataloader_config=DataLoaderConfiguration(split_batches=True))
+    if accelerator.num_processes != launched:
+        raise RuntimeError(f"the launcher started {launched} processes but accelerate joined {accelerator.num_processes}"
+                           f"; each would train alone and overwrite the others' files")
+    return accelerator
+
+
+def share(drawn: tuple, rank: int, batch: int) -> tuple:
+    """This process' rows (rank x batch .. (rank + 1) x batch) of every tensor of a global draw."""
+    return tuple(x[rank * batch:(rank + 1) * batch] for x in drawn)
+
+
+def mean_over_processes(ema: dict) -> dict:
+    """Each loss term's running mean averaged over the processes that have it (a collective: all must call)."""
+    from accelerate.utils import gather_object
+
+    every = gather_object([ema])
+    keys = list(dict.fromkeys(k for e in every for k in e))
+    return {k: sum(e[k] for e in every if k in e) / sum(k in e for e in every) for k in keys}
+
+
+def same_start(accelerator, start: int, out: Path) -> None:
+    """Every process resumes from the same iteration, or none trains (a checkpoint only some machines see)."""
+    from accelerate.utils import gather_object
+
+    starts = gather_object([start])
+    if len(set(starts)) > 1:
+        raise RuntimeError(f"processes would resume {out} from different iterations {starts}: with several machines "
+                           f"the training folder (--set output=DIR) must be on a disk all of them share")
+
+
+def trainable_for(method_cfg) -> type:
+    """The registered model class whose config class ``method_cfg`` is an instance of."""
+    load_entries()
+    for cls in TRAINABLE.values():
+        if type(method_cfg) is cls.config_cls:
+            return cls
+    raise ValueError(f"no trainable method takes a {type(method_cfg).__name__}; known: {sorted(TRAINABLE)}")
+
+
+def train(method_cfg, cfg: TrainConfig, command: str, method_name: str = "dpbridge_tiny") -> dict:
+    """Train the model ``method_cfg`` configures (any registered trainable) and export it."""
     out = Path(cfg.output or Path("cache") / "train" / f"{method_name}_{method_cfg.task}")
     out.mkdir(parents=True, exist_ok=True)
-    accelerator = Accelerator(gradient_accumulation_steps=cfg.grad_accum, mixed_precision=cfg.mixed_precision)
-    model = build_model(method_cfg, seed=cfg.seed)
-    pool = render_pool("train", cfg.pool_count, cfg.seed, TINY_IMAGE_SIZE)
-    latents = latent_pool(pool, method_cfg.task, model.vae, model.scaling_factor,
-                          key=f"train_{cfg.pool_count}_{cfg.seed}_{TINY_IMAGE_SIZE}")
-    n_rows = len(latents["x_0"])
+    accelerator = joined_accelerator(cfg)
+    model = trainable_for(method_cfg).build(method_cfg, seed=cfg.seed)
+    source = None  # real training adapters, latents encoded on the fly (harness.train_data)
+    if cfg.datasets:
+        from harness.train_data import dataset_batches
+
+        source = dataset_batches(cfg.datasets, cfg.dataset_mix, method_cfg.task, model)
+    else:
+        with accelerator.main_process_first():  # the first renders and encodes the pool; the others read its cache
+            pool = render_pool("train", cfg.pool_count, cfg.seed, TINY_IMAGE_SIZE)
+            latents = latent_pool(pool, method_cfg.task, model.vae, model.scaling_factor,
+                                  key=f"train_{cfg.pool_count}_{cfg.seed}_{TINY_IMAGE_SIZE}")
+        n_rows = len(latents["x_0"])
     opt = torch.optim.Adam(model.unet.parameters(), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(step, cfg))
     model.unet, opt, sched = accelerator.prepare(model.unet, opt, sched)
@@ -106,8 +178,9 @@ def train(method_cfg: DPBridgeConfig, cfg: TrainConfig, command: str, method_nam
                              f" resume with the same settings or choose another --set output=DIR")
         accelerator.load_state(str(out / "checkpoint"))
         start = state["iteration"]
+    same_start(accelerator, start, out)
     log_path = out / "training_log.jsonl"
-    if start == 0:
+    if start == 0 and accelerator.is_main_process:
         log_path.write_text("")
     effective = accelerator.num_processes * cfg.batch * cfg.grad_accum
     if accelerator.is_main_process:
@@ -115,16 +188,26 @@ def train(method_cfg: DPBridgeConfig, cfg: TrainConfig, command: str, method_nam
                         "world_size": accelerator.num_processes, "device": str(accelerator.device)})
     started, ema = time.time(), {}
     model.unet.train()
+    world, rank = accelerator.num_processes, accelerator.process_index
     for it in range(start, cfg.iterations):
         for micro in range(cfg.grad_accum):
-            gen = torch.Generator().manual_seed(hash_seed(cfg.seed, it, micro, accelerator.process_index))
-            idx, t, noise = draw_batch(latents, n_rows, cfg.batch, gen)
+            # One global batch (processes x batch) per micro-step from a generator every process seeds alike; each
+            # process takes its rows, so N processes train on exactly what one process with batch N x batch would.
+            # (The trailing 0 keeps the stream of runs made when each process seeded by its own index.)
+            gen = torch.Generator().manual_seed(hash_seed(cfg.seed, it, micro, 0))
             dev = accelerator.device
+            if source is not None:
+                drawn = source.draw(world * cfg.batch, gen, model.draw_times, dev)
+                x_T, x_0, target, valid, t, noise = share(drawn, rank, cfg.batch)
+            else:
+                idx, t, noise = share(draw_batch(latents, n_rows, world * cfg.batch, gen, model.draw_times),
+                                      rank, cfg.batch)
+                x_T, x_0, target, valid = (latents["x_T"][idx], latents["x_0"][idx],
+                                           latents["target"][idx].float(), latents["valid"][idx])
             with accelerator.accumulate(model.unet):
                 with accelerator.autocast():
-                    losses = model.loss(latents["x_T"][idx].to(dev), latents["x_0"][idx].to(dev),
-                                        latents["target"][idx].float().to(dev), latents["valid"][idx].to(dev),
-                                        t.to(dev), noise.to(dev))
+                    losses = model.loss(x_T.to(dev), x_0.to(dev), target.to(dev), valid.to(dev), t.to(dev),
+                                        noise.to(dev))
                 accelerator.backward(losses["loss"])
                 opt.step()
                 sched.step()
@@ -132,20 +215,23 @@ def train(method_cfg: DPBridgeConfig, cfg: TrainConfig, command: str, method_nam
         for k, v in losses.items():
             ema[k] = v.item() if k not in ema else 0.98 * ema[k] + 0.02 * v.item()
         done = it + 1
-        if accelerator.is_main_process and (it % cfg.log_every == 0 or done == cfg.iterations):
-            _log(log_path, {"iteration": it, **{f"{k}_ema": round(v, 5) for k, v in ema.items()},
-                            "lr": sched.get_last_lr()[0], "elapsed_s": round(time.time() - started, 1)})
-        if done % cfg.checkpoint_every == 0 or done == cfg.iterations:
-            accelerator.wait_for_everyone()
+        if it % cfg.log_every == 0 or done == cfg.iterations:
+            shared = mean_over_processes(ema)  # every process takes part
             if accelerator.is_main_process:
-                _save_state(accelerator, out, done, asdict(method_cfg))
+                _log(log_path, {"iteration": it, **{f"{k}_ema": round(v, 5) for k, v in shared.items()},
+                                "lr": sched.get_last_lr()[0], "elapsed_s": round(time.time() - started, 1)})
+        if done % cfg.checkpoint_every == 0 or done == cfg.iterations:
+            _save_state(accelerator, out, done, asdict(method_cfg))
     accelerator.wait_for_everyone()
+    ema = mean_over_processes(ema)
     summary = {"command": command, "method": method_name, "method_config": asdict(method_cfg),
                "train_config": asdict(cfg), "effective_batch": effective, "world_size": accelerator.num_processes,
                "final_loss_ema": {k: round(v, 5) for k, v in ema.items()},
                "train_time_s_this_session": round(time.time() - started, 1), "torch_threads": torch.get_num_threads()}
+    if source is not None:
+        summary["train_data"] = source.describe()
     if accelerator.is_main_process:
-        export(accelerator.unwrap_model(model.unet), method_cfg, summary, log_path,
+        export(accelerator.unwrap_model(model.unet), model, summary, log_path,
                Path(cfg.export or WEIGHTS_DIR / f"{method_name}_{method_cfg.task}"))
     return summary
 
@@ -155,9 +241,9 @@ def hash_seed(*parts: int) -> int:
     return stable_seed(repr(parts))
 
 
-def export(unet, method_cfg: DPBridgeConfig, summary: dict, log_path: Path, folder: Path) -> None:
+def export(unet, model, summary: dict, log_path: Path, folder: Path) -> None:
     """The shipped checkpoint: fp16 UNet + config + summary + the training log."""
     save_module_fp16(unet, folder / "unet")
-    (folder / CONFIG_FILE).write_text(json.dumps({"method_config": asdict(method_cfg)}, indent=2) + "\n")
+    save_config(model, folder)
     (folder / "training_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     shutil.copy(log_path, folder / "training_log.jsonl")

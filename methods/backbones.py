@@ -6,6 +6,7 @@ from ``text_encoder/`` + ``tokenizer/``; the tiny backbone ships it as ``null_te
 """
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +43,7 @@ class Backbone:
     """The pieces DPBridge takes from a pretrained latent diffusion model."""
 
     vae: "torch.nn.Module"  # diffusers AutoencoderKL
-    unet: "torch.nn.Module"  # diffusers UNet2DConditionModel
+    unet: "torch.nn.Module | None"  # diffusers UNet2DConditionModel (None: load_backbone(with_unet=False))
     null_text: torch.Tensor  # [1, tokens, dim] cross-attention context
     scaling_factor: float  # latent = scaling_factor * E(x)
     source: str  # folder it came from, or "random-init"
@@ -68,6 +69,12 @@ def load_null_text(folder: Path) -> torch.Tensor:
     path = folder / NULL_TEXT_FILE
     if path.is_file():
         return load_file(str(path))["null_text"].float()
+    return _encode_empty_prompt(str(Path(folder).resolve())).clone()
+
+
+@functools.lru_cache(maxsize=4)
+def _encode_empty_prompt(folder: str) -> torch.Tensor:
+    """CLIP text encoder of ``folder`` on the empty prompt, once per process (the encoder is then released)."""
     from transformers import CLIPTextModel, CLIPTokenizer  # real SD folders only
 
     tokenizer = CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer", local_files_only=True)
@@ -77,16 +84,19 @@ def load_null_text(folder: Path) -> torch.Tensor:
         return encoder(ids)[0].float()  # [1,77,dim]
 
 
-def load_backbone(folder: Path | str = TINY_BACKBONE_DIR) -> Backbone:
-    """Load VAE + UNet + null text from a diffusers-layout folder, fp32, offline."""
+def load_backbone(folder: Path | str = TINY_BACKBONE_DIR, with_unet: bool = True) -> Backbone:
+    """Load VAE + UNet + null text from a diffusers-layout folder, fp32, offline. ``with_unet=False`` skips the
+    UNet's weights (``unet`` is None): a trained checkpoint brings its own (SD2.1's UNet is 865 M parameters)."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
 
     folder = Path(folder)
     check_backbone_folder(folder)
     vae = AutoencoderKL.from_pretrained(folder, subfolder="vae", torch_dtype=torch.float32, local_files_only=True)
-    unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet", torch_dtype=torch.float32,
-                                                local_files_only=True)
-    return Backbone(vae=vae.float().eval(), unet=unet.float(), null_text=load_null_text(folder),
+    unet = None
+    if with_unet:
+        unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet", torch_dtype=torch.float32,
+                                                    local_files_only=True).float()
+    return Backbone(vae=vae.float().eval(), unet=unet, null_text=load_null_text(folder),
                     scaling_factor=float(vae.config.scaling_factor), source=str(folder))
 
 

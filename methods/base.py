@@ -40,6 +40,9 @@ class RunOptions:
     device: str = "cpu"
     dtype: str = "float32"  # "float32" | "bfloat16" | "float16" (autocast)
     checkpoint: Optional[str] = None  # folder overriding the shipped one
+    channels_last: bool = False  # networks in channels-last memory format (methods.inference)
+    compile: bool = False  # torch.compile the networks (methods.inference)
+    ensemble_size: int = 0  # predictions averaged per image by methods that ensemble (marigold); 0 = the method's
     extra: dict = field(default_factory=dict)
 
 

@@ -64,7 +64,7 @@ def test_config_rejects_unknown_keys():
 
 
 def test_missing_checkpoint_names_the_file_and_the_fix(tmp_path):
-    with pytest.raises(FileNotFoundError, match="dpbridge_config.json is missing.*harness train"):
+    with pytest.raises(FileNotFoundError, match="trained_config.json is missing.*harness train"):
         load_checkpoint(tmp_path)
 
 

@@ -1,0 +1,29 @@
+"""The ablation grid of Table 3 as overlays on one DPBridge recipe (never copies of the method).
+
+``ABLATION_BASE`` is the recipe of the shipped tiny checkpoints (v-parameterisation, image consistency on latents
+at every t; README explains why); each variant changes only the settings it names. The ``full`` variant is the
+base itself, retrained at the ablation budget so every row of the grid had the same training.
+"""
+from __future__ import annotations
+
+# settings every variant starts from (DPBridgeConfig fields)
+ABLATION_BASE = {"parameterization": "v", "image_consistency": "latent", "ic_max_k": 998}
+
+# variant -> (overlay on ABLATION_BASE, what it tests). Table 3's rows: scratch (row 1), ft (2), ft_ic (3),
+# ft_dan (4), full (5); dan_b and ic_pixel are math.md's open choices.
+ABLATION_VARIANTS: dict[str, tuple[dict, str]] = {
+    "full": ({}, "fine-tuned + DAN-A + image consistency (the method)"),
+    "scratch": ({"finetune": False}, "Table 3 row 1: trained from scratch (random UNet), DAN + IC"),
+    "ft": ({"dan": "off", "image_consistency": "off"}, "Table 3 row 2: fine-tuning only"),
+    "ft_ic": ({"dan": "off"}, "Table 3 row 3: fine-tuning + image consistency, no DAN"),
+    "ft_dan": ({"image_consistency": "off"}, "Table 3 row 4: fine-tuning + DAN, no image consistency"),
+    "dan_b": ({"dan": "B"}, "open choice: DAN-B instead of DAN-A"),
+    "ic_pixel": ({"image_consistency": "pixel"}, "open choice: image consistency in pixels (decoder) not latents"),
+}
+
+
+def variant_settings(variant: str) -> dict:
+    """The DPBridgeConfig settings of one variant (base + overlay)."""
+    if variant not in ABLATION_VARIANTS:
+        raise KeyError(f"unknown ablation variant {variant!r}; known: {', '.join(ABLATION_VARIANTS)}")
+    return {**ABLATION_BASE, **ABLATION_VARIANTS[variant][0]}

@@ -1,0 +1,41 @@
+"""Inference options that change how a method's networks run, not what they compute: channels-last memory
+format and torch.compile (autocast is ``RunOptions.dtype``, applied in each method's ``predict``).
+
+Applied to a method's ``model`` after it is built (harness.registry.build_method), so every method with a torch
+model gets them without code of its own: the UNet and the VAE encoder and decoder of a latent model (their
+``forward`` is what inference calls), else the whole model.
+"""
+from __future__ import annotations
+
+import torch
+
+
+def inference_modules(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The modules whose forward inference calls: unet, vae.encoder, vae.decoder where present, else the model."""
+    found = []
+    unet, vae = getattr(model, "unet", None), getattr(model, "vae", None)
+    if isinstance(unet, torch.nn.Module):
+        found.append(unet)
+    for part in ("encoder", "decoder"):
+        module = getattr(vae, part, None)
+        if isinstance(module, torch.nn.Module):
+            found.append(module)
+    return found or [model]
+
+
+def apply_inference_options(method, options) -> list[str]:
+    """Apply ``options.channels_last`` and ``options.compile`` to ``method.model``; returns what was applied
+    (nothing for a method without a torch model: the options do not concern it)."""
+    model = getattr(method, "model", None)
+    wanted = options.channels_last or options.compile
+    if not wanted or not isinstance(model, torch.nn.Module):  # no network (e.g. the trivial references)
+        return []
+    applied = []
+    if options.channels_last:
+        model.to(memory_format=torch.channels_last)
+        applied.append("channels_last")
+    if options.compile:
+        for module in inference_modules(model):
+            module.compile()  # in place: forward goes through torch.compile (compiled on first call)
+        applied.append("compile")
+    return applied

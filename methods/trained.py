@@ -1,0 +1,67 @@
+"""The evaluation face of every model trained here: load a checkpoint folder, run its sampler, return maps.
+
+A registered method names its trainable process and where its shipped checkpoints live:
+``methods/weights/<stem>_<task>`` for the default, ``methods/weights/ablation/<stem>_<task>_<variant>`` for a
+variant named on the command line as ``name[variant]`` (``dpbridge_tiny[scratch]``). ``--checkpoint DIR``
+overrides both.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from methods.backbones import WEIGHTS_DIR
+from methods.base import Method, OutputContract, RunOptions
+from methods.latent import load_trained, map_from_image
+
+ABLATION_DIR = WEIGHTS_DIR / "ablation"
+
+
+class TrainedMethod(Method):
+    """Subclasses set ``trainable`` (the registered process) and ``checkpoint_stem``; ``spec_options`` lists the
+    variants that ship a checkpoint (each with the tasks it covers)."""
+
+    trainable: str = "?"
+    checkpoint_stem: str = "?"
+    regenerate_hint: str = "python -m harness train --method {name} --task {task}"
+
+    def __init__(self, task, options: RunOptions):
+        super().__init__(task, options)
+        self.variant = options.extra.get("spec_option") or "default"
+        self.checkpoint = Path(options.checkpoint or self.shipped_checkpoint(task, self.variant))
+        if not self.checkpoint.exists():
+            hint = self.regenerate_hint.format(name=self.name, task=task, variant=self.variant)
+            raise FileNotFoundError(f"{self.name}: checkpoint folder {self.checkpoint} does not exist. "
+                                    f"Regenerate it with `{hint}` or pass --checkpoint DIR.")
+        self.model = load_trained(self.checkpoint, expect=self.trainable).to(options.device)
+        if self.model.cfg.task != task:
+            raise ValueError(f"checkpoint {self.checkpoint} was trained for {self.model.cfg.task}, not {task}")
+        self.steps = options.steps or self.model.cfg.default_steps
+        self.model.check_steps(self.steps)
+
+    @classmethod
+    def shipped_checkpoint(cls, task: str, variant: str) -> Path:
+        if variant == "default":
+            return WEIGHTS_DIR / f"{cls.checkpoint_stem}_{task}"
+        return ABLATION_DIR / f"{cls.checkpoint_stem}_{task}_{variant}"
+
+    @property
+    def contract(self) -> OutputContract:
+        kind = "normals" if self.task == "normals" else "depth"
+        return OutputContract(kind=kind, affine_invariant=kind == "depth", stochastic=True,
+                              default_steps=self.model.cfg.default_steps, processing_res=self.model.cfg.processing_res,
+                              size_multiple=self.model.size_multiple)
+
+    def predict(self, rgb: torch.Tensor, generators: list[torch.Generator]) -> torch.Tensor:
+        device = torch.device(self.options.device)
+        dtype = getattr(torch, self.options.dtype)
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+            image = self.model.predict_image(rgb.to(device), self.steps, self.options.eta, generators)
+        return map_from_image(self.task, image)
+
+    def describe(self) -> dict:
+        return {"method": self.name, "variant": self.variant, "checkpoint": str(self.checkpoint),
+                "steps": self.steps, "eta": self.options.eta, "dtype": self.options.dtype,
+                "method_config": asdict(self.model.cfg)}
