@@ -75,8 +75,8 @@ def compare(run_a: Path, run_b: Path, method_a: Optional[str] = None, method_b: 
     rows = []
     for ds in datasets:
         fa, fb = pick(cells_a, method_a, ds, run_a), pick(cells_b, method_b, ds, run_b)
-        a = pd.DataFrame(read_jsonl(fa / "rows.jsonl")).set_index("id")
-        b = pd.DataFrame(read_jsonl(fb / "rows.jsonl")).set_index("id")
+        a = pd.DataFrame([r for r in read_jsonl(fa / "rows.jsonl") if not r.get("failed")]).set_index("id")
+        b = pd.DataFrame([r for r in read_jsonl(fb / "rows.jsonl") if not r.get("failed")]).set_index("id")
         common = a.index.intersection(b.index)
         if len(common) < len(a) or len(common) < len(b):
             raise ValueError(f"{ds}: the runs scored different samples ({len(a)} vs {len(b)}, {len(common)} shared); "
