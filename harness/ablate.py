@@ -69,7 +69,7 @@ def missing_checkpoints(cfg: AblateConfig) -> list[str]:
 def regenerate(specs: list[str], iterations: int, train_settings: Optional[dict] = None) -> None:
     """Train each missing checkpoint at the ablation budget (resumable: cache/train/ablation/<row>);
     ``train_settings``: other TrainConfig fields (tests use tiny batches)."""
-    from harness.cli import trained_method_config
+    from harness.trainables import trained_method_config
     from harness.registry import parse_method_spec
     from harness.train import TrainConfig, train
 

@@ -3,6 +3,8 @@
 Layout of a run folder:
     manifest.json                      resolved config, versions, device, fingerprints, protocol settings
     <method>__<dataset>/rows.jsonl     one line per finished sample (appended and fsynced as computed)
+                                       (or its failed row with --continue-on-error: harness.failures)
+    <method>__<dataset>/rows.rank<r>-of-<N>.jsonl   the same, per process while launched on N (harness.distributed)
     <method>__<dataset>/pred/<id>.npy  prediction at processing resolution, float16
     <method>__<dataset>/err/<id>.npy   normals only: angular errors (float32) for the exact pooled median
     <method>__<dataset>/missing.json   saved predictions: ids without a file (--allow-missing), not scored
@@ -27,8 +29,13 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from datasets.base import Dataset, Sample
+from harness.distributed import processes, read_rows, rows_path
+from harness.failures import FIX, SAMPLE_FAILURES, failed_row, load_or_fail, stop
 from harness.manifest import stable_seed
-from harness.runio import append_jsonl, atomic_save_npy, read_jsonl
+from harness.memory import out_of_memory_guard
+from harness.perturb import Condition
+from harness.prefetch import prefetched
+from harness.runio import append_jsonl, atomic_save_npy
 from harness.scoring import alignment_for, score_depth, score_normals
 from methods.base import Method
 
@@ -66,6 +73,8 @@ class Pair:
     folder: Path
     processing_res: int
     missing: tuple[str, ...] = ()  # saved predictions without a file (allowed, recorded, not scored)
+    noise: Optional[Condition] = None  # robustness: the input perturbation (harness.perturb); None = clean
+    continue_on_error: bool = False  # a sample that fails becomes a failed row (harness.failures), not a stop
 
     @property
     def alignment(self) -> str:
@@ -87,21 +96,24 @@ def evaluate_pairs(pairs: list[Pair], dataset: Dataset, seed: int, batch_size: i
     """Run every method of ``pairs`` (all on ``dataset``) over the samples they have not finished."""
     done = {id(p): finished_ids(p) | set(p.missing) for p in pairs}
     ids = dataset.ids()
-    todo = [i for i in ids if any(i not in done[id(p)] for p in pairs)]
-    batches = [todo[i:i + batch_size] for i in range(0, len(todo), batch_size)]
+    batches = processes().my_batches(ids, batch_size, lambda i: any(i not in done[id(p)] for p in pairs))
     bar = tqdm(batches, desc=f"{dataset.name}", unit="batch", disable=not progress, leave=False)
-    for batch_ids in bar:
-        samples = [dataset.load(i) for i in batch_ids]
+    keep_going = any(p.continue_on_error for p in pairs)
+    load = lambda ids: [load_or_fail(dataset, i, keep_going) for i in ids]  # noqa: E731  Sample, or a failed row
+    for batch_ids, loaded in prefetched(bar, load):  # the next batch loads while this one runs (harness.prefetch)
+        samples = [s for s in loaded if isinstance(s, Sample)]
         for pair in pairs:
+            failed = [r for r in loaded if isinstance(r, dict) and r["id"] not in done[id(pair)]]
             pending = [s for s in samples if s.id not in done[id(pair)]]
-            if pending:
-                append_jsonl(pair.folder / "rows.jsonl", score_pending(pair, pending, seed))
+            if pending or failed:
+                scored = score_pending(pair, pending, seed) if pending else []
+                append_jsonl(rows_path(pair.folder), failed + scored)  # this process' row file
         if on_batch:
             on_batch()
 
 
 def finished_ids(pair: Pair) -> set[str]:
-    return {r["id"] for r in read_jsonl(pair.folder / "rows.jsonl")}
+    return {r["id"] for r in read_rows(pair.folder)}  # every process' rows (harness.distributed)
 
 
 def score_pending(pair: Pair, samples: list[Sample], seed: int) -> list[dict]:
@@ -109,12 +121,19 @@ def score_pending(pair: Pair, samples: list[Sample], seed: int) -> list[dict]:
     preds = predictions_for(pair, samples, seed)
     rows = []
     for s, pred in zip(samples, preds):
-        if pair.dataset.spec.task == "depth":
-            row = score_depth(pred, s, pair.dataset.spec, pair.alignment)
-        else:
-            row, errors = score_normals(pred, s)
-            atomic_save_npy(pair.err_path(s.id), errors.astype(np.float32))
-        rows.append({"id": s.id, "group": str(s.meta.get("scene_type", "")), **row})
+        group = str(s.meta.get("scene_type", ""))
+        try:
+            if pair.dataset.spec.task == "depth":
+                row = score_depth(pred, s, pair.dataset.spec, pair.alignment)
+            else:
+                row, errors = score_normals(pred, s)
+                atomic_save_npy(pair.err_path(s.id), errors.astype(np.float32))
+        except SAMPLE_FAILURES as err:  # empty valid mask, NaN/inf prediction, ...
+            if not pair.continue_on_error:
+                raise stop(f"{pair.method.name} on {pair.dataset.name}", s.id, err) from err
+            rows.append(failed_row(s.id, err, group))
+            continue
+        rows.append({"id": s.id, "group": group, **row})
     return rows
 
 
@@ -130,18 +149,21 @@ def predictions_for(pair: Pair, samples: list[Sample], seed: int) -> list[np.nda
         size = processing_size(*s.rgb.shape[:2], pair.processing_res, contract.size_multiple)
         by_size.setdefault(size, []).append(s)
     for size, group in by_size.items():
-        rgb = prepare_batch(group, size)
+        inputs = group if pair.noise is None else [pair.noise.apply_sample(s, seed) for s in group]
+        rgb = prepare_batch(inputs, size)
         gens = [torch.Generator().manual_seed(sample_seed(seed, s.id)) for s in group]
-        with torch.inference_mode():
+        guard = out_of_memory_guard(pair.method.name, pair.method.options.device, len(group), size, pair.folder)
+        with torch.inference_mode(), guard:
             out = pair.method.predict(rgb, gens).float().cpu().numpy()  # [B,C,h,w]
         expected = 3 if contract.kind == "normals" else 1
         if out.ndim != 4 or out.shape[1] != expected:
             raise ValueError(f"method {pair.method.name} returned shape {out.shape}; expected [B,{expected},h,w]")
         for s, pred in zip(group, out):
-            if not np.isfinite(pred).all():
-                raise ValueError(f"method {pair.method.name} predicted NaN or inf for sample {s.id}")
             cached[s.id] = pred.astype(np.float16)
-            atomic_save_npy(pair.pred_path(s.id), cached[s.id])
+            if np.isfinite(pred).all():
+                atomic_save_npy(pair.pred_path(s.id), cached[s.id])
+            elif not pair.continue_on_error:  # else never cached, and scoring records it as failed
+                raise ValueError(f"method {pair.method.name} predicted NaN or inf for sample {s.id}; {FIX}")
     return [cached[s.id].astype(np.float32) for s in samples]
 
 

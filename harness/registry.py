@@ -16,14 +16,35 @@ from dataclasses import dataclass, replace
 from typing import Any, Mapping, Optional
 
 from datasets.registry import DATASETS
+from methods.inference import apply_inference_options
 from methods.registry import METHODS
 
 # Entry modules: importing them registers their names. A new method or dataset file is added here once.
 _ENTRY_MODULES = (
     "datasets.synthetic",
+    "datasets.folder",
+    "datasets.nyuv2",
+    "datasets.kitti",
+    "datasets.eth3d",
+    "datasets.scannet",
+    "datasets.diode",
+    "datasets.ibims",
+    "datasets.sintel",
+    "datasets.nyuv2_normals",
+    "datasets.scannet_normals",
+    "datasets.ibims_normals",
+    "datasets.sintel_normals",
+    "datasets.hypersim",
+    "datasets.vkitti",
     "methods.trivial",
     "methods.dpbridge",
+    "methods.dpbridge_sd",
+    "methods.marigold",
+    "methods.i2sb",
+    "methods.bbdm",
+    "methods.marigold_tiny",
     "methods.saved",
+    "harness.perturb",
 )
 
 
@@ -101,8 +122,42 @@ def build_method(text: str, task: str, options):
     if spec.option is not None or spec.argument is not None:
         options = replace(options, extra={**options.extra, "spec_option": spec.option,
                                           "spec_argument": spec.argument})
-    return cls(task, options)
+    method = cls(task, options)
+    apply_inference_options(method, options)  # channels-last / torch.compile where the method has a network
+    return method
 
 
-def dataset_class(name: str) -> type:
-    return lookup("dataset", DATASETS, name)
+def dataset_class(name: str):
+    """The class of a dataset spec: ``synthetic``, or for an adapter that takes an argument ``folder:DIR`` /
+    ``folder[normals]:DIR`` (same syntax as methods) a :class:`BoundDataset` that passes them to the constructor."""
+    spec = parse_method_spec(name)
+    cls = lookup("dataset", DATASETS, spec.name)
+    argument, options = getattr(cls, "spec_argument", None), tuple(getattr(cls, "spec_options", ()))
+    if spec.option is not None and spec.option not in options:
+        known = ", ".join(options) or "none"
+        raise ValueError(f"dataset {spec.name!r} has no option [{spec.option}]; options: {known}")
+    if spec.argument is not None and argument is None:
+        raise ValueError(f"dataset {spec.name!r} takes no argument; got {name!r}")
+    if spec.argument is None and argument is not None:
+        raise ValueError(f"dataset {spec.name!r} needs its {argument}: write {spec.name}:<{argument}>")
+    return cls if argument is None else BoundDataset(cls, spec)
+
+
+class BoundDataset:
+    """A dataset class with its spec's argument (and option) bound: calling it builds the adapter with
+    ``<cls.spec_argument>=argument`` (and ``task=option``) and names the instance ``spec.cell``
+    (``folder-<8 hex>``), so two folders never share a run cell. Other attributes are the class'."""
+
+    def __init__(self, cls: type, spec: MethodSpec):
+        self.cls, self.spec = cls, spec
+
+    def __getattr__(self, key):
+        return getattr(self.cls, key)
+
+    def __call__(self, **kwargs):
+        bound = {self.cls.spec_argument: self.spec.argument}
+        if self.spec.option is not None:
+            bound["task"] = self.spec.option
+        dataset = self.cls(**{**kwargs, **bound})
+        dataset.name = self.spec.cell
+        return dataset

@@ -10,9 +10,12 @@ import numpy as np
 import pandas as pd
 
 from harness import manifest as mf
+from harness.distributed import gather, processes, read_rows, require_shared
+from harness.failures import is_failed, nan_stats
 from harness.evaluate import Pair, SavedPredictionError, check_saved_predictions, evaluate_pairs
-from harness.registry import build_method, dataset_class, method_class, method_tasks, parse_method_spec
-from harness.runio import atomic_write_text, read_jsonl
+from harness.dataroots import build_with_root, resolve_roots
+from harness.registry import build_method, method_class, method_tasks, parse_method_spec
+from harness.runio import atomic_write_text
 from harness.summary import groups_of, summarize_depth, summarize_normals
 from harness.tables import markdown_tables
 from methods.base import RunOptions
@@ -38,19 +41,27 @@ class RunConfig:
     count: Optional[int] = None  # evaluate only the first N samples of each dataset
     dataset_args: dict = field(default_factory=dict)  # name -> constructor kwargs
     allow_missing: bool = False  # saved predictions: score the samples that have a file, count the others
+    channels_last: bool = False  # networks and inputs in channels-last memory format (methods.inference)
+    compile: bool = False  # torch.compile the networks (methods.inference)
+    continue_on_error: bool = False  # record failing samples as failed rows (harness.failures); not in the key
+    checkpoint: Optional[str] = None  # trained checkpoint folder of the methods that load one (dpbridge_sd21, marigold)
+    ensemble_size: int = 0  # predictions averaged per image by methods that ensemble (marigold); 0 = the method's
 
 
 def config_key(cfg: RunConfig) -> str:
-    """Hash of the settings; allow_missing enters only when set, so runs made before it existed keep their key."""
+    """Hash of the settings; options added later enter only when set, so runs made before them keep their key."""
     settings = asdict(cfg)
-    if not settings["allow_missing"]:
-        del settings["allow_missing"]
+    added_later = ("allow_missing", "channels_last", "compile", "checkpoint", "ensemble_size")
+    for later in added_later:  # added later: enter the key only when set
+        if not settings[later]:
+            del settings[later]
+    settings.pop("continue_on_error")  # how failures are reported, not what is computed: resuming may add it
     return mf.config_key(settings)
 
 
-def build_dataset(name: str, cfg: RunConfig):
-    kwargs = dict(cfg.dataset_args.get(name, {}))
-    ds = dataset_class(name)(**kwargs)
+def build_dataset(name: str, cfg: RunConfig, roots=None):
+    """An adapter with its constructor arguments; ``roots`` (datasets.roots.Resolved) gives roots and lists."""
+    ds = build_with_root(name, roots, **dict(cfg.dataset_args.get(name, {})))
     if cfg.count is not None:
         ds = Subset(ds, cfg.count)
     return ds
@@ -80,12 +91,31 @@ def output_folder(cfg: RunConfig, output: Optional[str]) -> Path:
     return Path(output) if output else RESULTS_DIR / "runs" / f"run-{config_key(cfg)}"
 
 
+def same_but_batch(previous: dict, record: dict) -> bool:
+    """True when two manifests differ at most in the batch size, which changes no prediction (each sample draws
+    from its own generator): a run stopped by an out-of-memory batch continues with a smaller --batch-size."""
+    try:
+        a, b = (config_key(RunConfig(**{**m["config"], "batch_size": 1})) for m in (previous, record))
+    except (KeyError, TypeError):
+        return False
+    return a == b
+
+
 def claim_folder(folder: Path, record: dict) -> None:
-    """Create the run folder, or resume it if it holds this very run; never take over another run's folder."""
+    """Create the run folder, or resume it if it holds this very run; never take over another run's folder.
+    Several processes: the first claims it while the others wait, then they check that they see its manifest."""
+    if processes().is_main:
+        claim_folder_alone(folder, record)
+    processes().barrier()
+    if not processes().is_main:
+        require_shared(folder / "manifest.json")
+
+
+def claim_folder_alone(folder: Path, record: dict) -> None:
     path = folder / "manifest.json"
     if path.is_file():
         previous = json.loads(path.read_text())
-        if previous.get("config_key") != record["config_key"]:
+        if previous.get("config_key") != record["config_key"] and not same_but_batch(previous, record):
             raise FileExistsError(
                 f"{folder} holds results of a run with other settings (config {previous.get('config_key')}, this "
                 f"run {record['config_key']}). Choose another --output or move that folder away; nothing was changed.")
@@ -95,19 +125,16 @@ def claim_folder(folder: Path, record: dict) -> None:
     atomic_write_text(path, json.dumps(record, indent=2, sort_keys=True) + "\n")
 
 
-def run(cfg: RunConfig, output: Optional[str] = None, progress: bool = True) -> tuple[Path, pd.DataFrame]:
-    """Evaluate every method on every dataset; returns the run folder and the tidy summary."""
-    datasets = [build_dataset(n, cfg) for n in cfg.datasets]
-    for n in cfg.methods:  # fail on an unknown name before any compute
-        method_class(n)
+def run(cfg: RunConfig, output: Optional[str] = None, progress: bool = True,
+        roots=None) -> tuple[Path, pd.DataFrame]:
+    """Evaluate every method on every dataset; returns the run folder and the tidy summary (None on all but the
+    first process when launched on several: harness.distributed shards the samples, the first summarises).
+
+    roots: datasets.roots.Resolved (harness.dataroots) for benchmarks read from files; None = from the environment
+    and the config file. Every dataset without data is named in one error before anything runs."""
     folder = output_folder(cfg, output)
-    options = RunOptions(steps=cfg.steps, eta=cfg.eta, device=cfg.device, dtype=cfg.dtype)
-    plan = []
-    for ds in datasets:
-        specs = [parse_method_spec(n) for n in cfg.methods if ds.spec.task in method_tasks(n)]
-        methods = [(s, build_method(s.text, ds.spec.task, options)) for s in specs]
-        pairs = [Pair(m, ds, folder / f"{s.cell}__{ds.name}", processing_res(cfg, m, ds)) for s, m in methods]
-        plan.append((ds, pairs))
+    roots = roots if roots is not None else resolve_roots(cfg.datasets)
+    plan = build_plan(cfg, folder, roots)
     saved = [p for _, pairs in plan for p in pairs if p.method.reads_saved_predictions]
     problems = []
     for pair in saved:  # every file of every folder checked before anything is scored; one error lists them all
@@ -118,15 +145,44 @@ def run(cfg: RunConfig, output: Optional[str] = None, progress: bool = True) -> 
     if problems:
         raise SavedPredictionError("\n\n".join(problems))
     record = manifest_record(cfg, plan)
+    record["skipped_datasets"] = dict(roots.skipped)  # --skip-missing: name -> why (no data)
     claim_folder(folder, record)
-    for pair in saved:
+    for pair in saved if processes().is_main else []:
         atomic_write_text(pair.folder / "missing.json", json.dumps(list(pair.missing), indent=1) + "\n")
     for ds, pairs in plan:
         evaluate_pairs(pairs, ds, cfg.seed, cfg.batch_size, progress=progress)
+    if not gather(folder, [(p.folder, ds.ids()) for ds, pairs in plan for p in pairs]):
+        return folder, None  # launched on several processes: the first one summarises
     summary = summarize_run(cfg, plan)
     summary.to_csv(folder / "summary.csv", index=False)
     atomic_write_text(folder / "summary.md", markdown_tables(summary))
     return folder, summary
+
+
+def build_plan(cfg: RunConfig, folder: Path, roots=None) -> list:
+    """[(dataset, [Pair per method serving its task])]; unknown names fail before any model is built."""
+    if cfg.steps is not None and cfg.steps < 1:
+        raise ValueError(f"steps must be >= 1 (leave --steps out for each method's default), got {cfg.steps}")
+    if cfg.batch_size < 1:
+        raise ValueError(f"batch size must be >= 1, got {cfg.batch_size}")
+    datasets = [build_dataset(n, cfg, roots) for n in cfg.datasets]
+    for n in cfg.methods:  # fail on an unknown name before any compute
+        method_class(n)
+    options = run_options(cfg)
+    plan = []
+    for ds in datasets:
+        specs = [parse_method_spec(n) for n in cfg.methods if ds.spec.task in method_tasks(n)]
+        methods = [(s, build_method(s.text, ds.spec.task, options)) for s in specs]
+        pairs = [Pair(m, ds, folder / f"{s.cell}__{ds.name}", processing_res(cfg, m, ds),
+                      continue_on_error=cfg.continue_on_error) for s, m in methods]
+        plan.append((ds, pairs))
+    return plan
+
+
+def run_options(cfg: RunConfig) -> RunOptions:
+    return RunOptions(steps=cfg.steps, eta=cfg.eta, device=processes().device(cfg.device), dtype=cfg.dtype,
+                      channels_last=cfg.channels_last, compile=cfg.compile, checkpoint=cfg.checkpoint,
+                      ensemble_size=cfg.ensemble_size)
 
 
 def processing_res(cfg: RunConfig, method, dataset) -> int:
@@ -139,8 +195,8 @@ def manifest_record(cfg: RunConfig, plan) -> dict:
     return {
         "config": asdict(cfg), "config_key": config_key(cfg), "git_commit": mf.git_commit(),
         "packages": mf.package_versions(), "device": cfg.device, "device_name": mf.device_description(cfg.device),
-        "dtype": cfg.dtype, "seed": cfg.seed,
-        "datasets": {ds.name: {**ds.describe(), "list_fingerprint": mf.list_fingerprint(ds.ids()),
+        "dtype": cfg.dtype, "seed": cfg.seed, "world_size": processes().world_size,
+        "datasets": {ds.name: {"list_fingerprint": mf.list_fingerprint(ds.ids()), **ds.describe(),
                                "protocol": asdict(ds.spec)} for ds, _ in plan},
         "methods": {p.folder.name: {**p.method.describe(), "alignment": p.alignment,
                                                     "processing_res": p.processing_res}
@@ -154,24 +210,29 @@ def summarize_run(cfg: RunConfig, plan) -> pd.DataFrame:
     out = []
     for ds, pairs in plan:
         ids = ds.ids()
-        fingerprint = mf.list_fingerprint(ids)
+        fingerprint = ds.describe().get("list_fingerprint") or mf.list_fingerprint(ids)  # the list's, when read
         for pair in pairs:
-            by_id = {r["id"]: r for r in read_jsonl(pair.folder / "rows.jsonl")}
+            by_id = {r["id"]: r for r in read_rows(pair.folder)}
             skipped = set(pair.missing)
             missing = [i for i in ids if i not in by_id and i not in skipped]
             if missing:
                 raise RuntimeError(f"{pair.folder}: {len(missing)} samples have no result (first: {missing[:3]})")
-            rows = [by_id[i] for i in ids if i in by_id]
+            rows = [by_id[i] for i in ids if i in by_id and not is_failed(by_id[i])]
+            n_failed = sum(is_failed(by_id[i]) for i in ids if i in by_id)
             info = pair.method.describe()
             base = {"method": pair.method.name, "variant": info.get("variant", "default"), "dataset": ds.name,
                     "split": getattr(ds, "split", getattr(getattr(ds, "dataset", None), "split", "test")),
-                    "task": ds.spec.task, "perturbation": "none", "level": 0, "steps": info.get("steps", 0),
+                    "task": ds.spec.task, "perturbation": pair.noise.name if pair.noise else "none",
+                    "level": pair.noise.level if pair.noise else 0, "steps": info.get("steps", 0),
                     "seed": cfg.seed, "eta": info.get("eta", 0.0), "checkpoint": info.get("checkpoint", "-"),
                     "alignment": pair.alignment, "dtype": cfg.dtype, "device": cfg.device,
                     "processing_res": pair.processing_res, "list_fingerprint": fingerprint}
             for group, idx in groups_of(rows).items():
                 sub = [rows[i] for i in idx]
-                if ds.spec.task == "depth":
+                if not sub:  # every sample failed (--continue-on-error): NaN metrics, the failures counted
+                    stats = nan_stats(ds.spec.task)
+                    aggregation = "per_image" if ds.spec.task == "depth" else ds.spec.normals_aggregation
+                elif ds.spec.task == "depth":
                     stats, aggregation = summarize_depth(sub), "per_image"
                 else:
                     aggregation = ds.spec.normals_aggregation
@@ -180,5 +241,5 @@ def summarize_run(cfg: RunConfig, plan) -> pd.DataFrame:
                 for metric, (value, lo, hi) in stats.items():
                     out.append({**base, "group": group, "aggregation": aggregation, "metric": metric,
                                 "value": value, "ci_low": lo, "ci_high": hi, "n_samples": len(sub),
-                                "n_missing": len(pair.missing)})
+                                "n_missing": len(pair.missing), "n_failed": n_failed})
     return pd.DataFrame(out)

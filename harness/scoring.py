@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from datasets.base import DatasetSpec, Sample
-from harness.align import align_depth
+from harness.align import align_depth, stride_for_max_side
 from harness.metrics import NORMAL_THRESHOLDS, angular_error_deg, depth_metrics, normal_metrics
 from methods.base import OutputContract
 
@@ -41,8 +41,9 @@ def score_depth(pred: np.ndarray, sample: Sample, spec: DatasetSpec, alignment: 
         raise ValueError(f"sample {sample.id}: the prediction contains NaN or inf")
     h, w = sample.depth.shape
     full = resize_to(pred, h, w)[0]
+    stride = stride_for_max_side((h, w), spec.fit_max_side) if spec.fit_max_side else None  # ETH3D: 1024
     aligned, info = align_depth(full, sample.depth, sample.valid, alignment, spec.clip_min, spec.clip_max,
-                                sample=sample.id)
+                                stride, sample=sample.id)
     row = depth_metrics(aligned, sample.depth, sample.valid, sample=sample.id)
     row.update(scale=info["scale"], shift=info["shift"], n_valid=int(sample.valid.sum()))
     return row

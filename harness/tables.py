@@ -48,5 +48,13 @@ def markdown_tables(summary: pd.DataFrame) -> str:
                          + " | ".join(values.get(m, "-") for m in metrics) + " |")
         align = ", ".join(sorted(set(df["alignment"])))
         parts.append(f"**{task}** (aggregation: {aggregation}; alignment: {align}; ± = half-width of the bootstrap "
-                     f"95% interval over images)\n\n" + "\n".join(lines))
+                     f"95% interval over images)\n\n" + "\n".join(lines) + list_note(df))
     return "\n\n".join(parts) + "\n"
+
+
+def list_note(df: pd.DataFrame) -> str:
+    """A line naming each dataset's sample-list fingerprint (protocol.md), so a table says which list it used."""
+    if "list_fingerprint" not in df:
+        return ""
+    pairs = df[["dataset", "list_fingerprint"]].drop_duplicates().itertuples(index=False)
+    return "\n\nsample lists (fingerprint): " + ", ".join(f"{d} `{f}`" for d, f in pairs)

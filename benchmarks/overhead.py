@@ -1,0 +1,143 @@
+"""Harness overhead and batch scaling on the CPU with the tiny model; prints two tables.
+
+    OMP_NUM_THREADS=1 python benchmarks/overhead.py [--images 32] [--steps 10] [--batch-size 8] [--repeats 3]
+
+1. Overhead: `python -m harness run` on N tiny-world images x S steps (a fresh folder each time, so everything is
+   computed) against the same network calls alone: per batch one VAE encode, S UNet calls and one VAE decode on
+   inputs prepared beforehand. Ratios: the evaluation loop (load samples, predict, score, cache, append rows) and
+   the whole run() (plus building the models, the manifest and the summary) over the network time. Target: the
+   loop <= 1.10. Harness and network runs alternate and the median of the repeats is kept; wall and process CPU
+   time are both given (with OMP_NUM_THREADS=1 on a shared machine the CPU time is the steadier one).
+2. Throughput: images per second of method.predict (the network path of a run, sampler included) at batch sizes
+   1, 2, 4, 8, 16 on the same images. Target: batch 8 >= 3x batch 1.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+from tabulate import tabulate  # noqa: E402
+
+import harness.run as run_module  # noqa: E402
+from harness.evaluate import prepare_batch  # noqa: E402
+from harness.registry import build_method, dataset_class  # noqa: E402
+from methods.base import RunOptions  # noqa: E402
+
+
+class Clock:
+    """Wall and process CPU seconds of a block (on a shared machine the CPU time is the steadier measure)."""
+
+    def __enter__(self):
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc):
+        self.wall, self.cpu = time.perf_counter() - self.wall, time.process_time() - self.cpu
+
+
+def timed_run(cfg) -> tuple[Clock, Clock]:
+    """(whole run(), evaluation loop) clocks, in a fresh folder."""
+    loop = Clock()
+    real = run_module.evaluate_pairs
+
+    def timed(*args, **kwargs):
+        with loop:
+            real(*args, **kwargs)
+
+    run_module.evaluate_pairs = timed
+    try:
+        with tempfile.TemporaryDirectory() as tmp, Clock() as whole:
+            run_module.run(cfg, str(Path(tmp) / "run"), progress=False)
+        return whole, loop
+    finally:
+        run_module.evaluate_pairs = real
+
+
+def network_only(model, batches: list[torch.Tensor], steps: int) -> Clock:
+    """The UNet and VAE calls of `batches` at `steps`, nothing else (no sampler math, no I/O)."""
+    with torch.inference_mode(), Clock() as clock:
+        for rgb in batches:
+            x_T = model.encode(rgb)  # [B,4,h,w]
+            x = torch.randn_like(x_T)
+            context = model.null_text.expand(x.shape[0], -1, -1)
+            k = torch.full((x.shape[0],), 500, dtype=torch.int64)
+            for _ in range(steps):
+                x = model.unet(torch.cat([x_T, x], dim=1), k, encoder_hidden_states=context).sample
+            model.decode(x)
+    return clock
+
+
+def images_per_second(method, images: torch.Tensor, batch: int) -> tuple[float, float]:
+    """(images per wall second, images per CPU second)."""
+    gens = [torch.Generator().manual_seed(i) for i in range(len(images))]
+    with torch.inference_mode():
+        method.predict(images[:batch], gens[:batch])  # warm-up at this shape
+        with Clock() as clock:
+            for i in range(0, len(images), batch):
+                method.predict(images[i:i + batch], gens[i:i + batch])
+    return len(images) / clock.wall, len(images) / clock.cpu
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--images", type=int, default=32)
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--batches", default="1,2,4,8,16")
+    p.add_argument("--channels-last", action="store_true", help="RunOptions.channels_last for both parts")
+    p.add_argument("--only", choices=("overhead", "throughput"), help="run one of the two parts")
+    args = p.parse_args()
+    cfg = run_module.RunConfig(methods=("dpbridge_tiny",), datasets=("synthetic",), steps=args.steps,
+                               count=args.images, batch_size=args.batch_size, channels_last=args.channels_last)
+    method = build_method("dpbridge_tiny", "depth", RunOptions(steps=args.steps, channels_last=args.channels_last))
+    dataset = dataset_class("synthetic")()
+    with Clock() as loading:
+        samples = [dataset.load(i) for i in dataset.ids()[:args.images]]
+    images = prepare_batch(samples, (64, 64))  # [N,3,64,64]
+    batches = list(torch.split(images, args.batch_size))
+    print(f"torch threads {torch.get_num_threads()} (OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}), "
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; {args.images} images x {args.steps} "
+          f"steps, batch {args.batch_size}, median of {args.repeats}, channels-last {args.channels_last}\n")
+    if args.only != "throughput":
+        overhead(args, cfg, method, batches, loading)
+    if args.only != "overhead":
+        throughput(args, method, images)
+
+
+def overhead(args, cfg, method, batches, loading: Clock) -> None:
+    network_only(method.model, batches[:1], 1)  # warm-up
+    clocks = []  # (whole, loop, network) per repeat
+    for _ in range(args.repeats):
+        clocks.append((*timed_run(cfg), network_only(method.model, batches, args.steps)))
+    rows = []
+    net_wall, net_cpu = (statistics.median(getattr(c[2], kind) for c in clocks) for kind in ("wall", "cpu"))
+    for i, what in enumerate(("harness run() end to end", "harness evaluation loop", "UNet + VAE calls alone")):
+        wall, cpu = (statistics.median(getattr(c[i], kind) for c in clocks) for kind in ("wall", "cpu"))
+        rows.append([what, f"{wall:.2f}", f"{wall / net_wall:.3f}", f"{cpu:.2f}", f"{cpu / net_cpu:.3f}"])
+    rows.append(["of which loading the samples (tiny world rendering)", f"{loading.wall:.2f}",
+                 f"{loading.wall / net_wall:.3f}", f"{loading.cpu:.2f}", f"{loading.cpu / net_cpu:.3f}"])
+    print(tabulate(rows, headers=["what", "wall s", "wall ratio", "CPU s", "CPU ratio"], tablefmt="github"))
+
+
+def throughput(args, method, images: torch.Tensor) -> None:
+    rates = {b: images_per_second(method, images, b) for b in (int(x) for x in args.batches.split(","))}
+    base = rates[min(rates)]
+    print()
+    print(tabulate([[b, f"{w:.2f}", f"{w / base[0]:.2f}", f"{c:.2f}", f"{c / base[1]:.2f}"]
+                    for b, (w, c) in rates.items()],
+                   headers=["batch size", "images/wall s", f"x batch {min(rates)}", "images/CPU s",
+                            f"x batch {min(rates)}"], tablefmt="github"))
+
+
+if __name__ == "__main__":
+    main()

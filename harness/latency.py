@@ -1,0 +1,221 @@
+"""`python -m harness latency`: quality and latency against the number of sampling steps (Figure 5).
+
+For every method with sampling steps (any registered stochastic method: ``contract.stochastic`` and
+``contract.default_steps``), every dataset of its task and every step count: the first ``count`` samples of the
+dataset (the same for every cell) are predicted in batches of ``batch_size`` after ``warmup`` untimed batches.
+Per-image latency = wall time of one batch (predict + copy to host, the device synchronised before and after) /
+its size; the table gives its median and 90th percentile over the timed batches, ms per step (median / steps),
+images per second, peak memory, and the accuracy the predictions reach (scored as `run` scores them).
+
+CPU time: the process' CPU seconds per image over the same batches (all threads; on a shared CPU with
+OMP_NUM_THREADS=1 it is close to what the wall time would be on an idle machine).
+
+Peak memory: on CUDA ``torch.cuda.max_memory_allocated`` (reset per cell); on the CPU the process' peak resident
+set (VmHWM, reset per cell through /proc/self/clear_refs where Linux allows it, else the process-lifetime
+``ru_maxrss``). The ``peak_memory_kind`` column says which.
+"""
+from __future__ import annotations
+
+import json
+import os
+import resource
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import pandas as pd
+import torch
+
+from harness import manifest as mf
+from harness.evaluate import prepare_batch, processing_size, sample_seed
+from harness.memory import out_of_memory_guard
+from harness.dataroots import build_with_root
+from harness.registry import build_method, method_class, method_tasks
+from harness.run import RESULTS_DIR
+from harness.runio import atomic_write_text
+from harness.scoring import alignment_for, score_depth, score_normals
+from harness.summary import summarize_depth, summarize_normals
+from methods.base import RunOptions
+
+QUALITY_METRIC = {"depth": "abs_rel", "normals": "mean"}
+DEFAULT_STEPS = (1, 2, 5, 10, 20, 50)
+
+
+@dataclass(frozen=True)
+class LatencyConfig:
+    methods: tuple[str, ...] = ("dpbridge_tiny",)
+    datasets: tuple[str, ...] = ("synthetic", "synthetic_normals")
+    steps: tuple[int, ...] = DEFAULT_STEPS
+    count: int = 16  # the first N samples of each dataset, the same in every cell
+    batch_size: int = 1
+    warmup: int = 1  # untimed batches before each (method, dataset, steps) cell
+    seed: int = 0
+    eta: float = 0.0
+    device: str = "cpu"
+    dtype: str = "float32"
+    channels_last: bool = False
+    compile: bool = False
+
+
+def check_config(cfg: LatencyConfig) -> None:
+    bad = [s for s in cfg.steps if int(s) < 1]
+    if not cfg.steps or bad:
+        raise ValueError(f"--steps must list step counts >= 1, got {list(cfg.steps)}")
+    if cfg.count < 1 or cfg.batch_size < 1 or cfg.warmup < 0:
+        raise ValueError(f"count and batch size must be >= 1 and warm-up >= 0 (got count {cfg.count}, batch size "
+                         f"{cfg.batch_size}, warm-up {cfg.warmup})")
+    for name in cfg.methods:
+        method_class(name)
+
+
+def peak_memory_reset(device: str) -> str:
+    """Reset the peak-memory counter; returns the kind of peak the next reading gives."""
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats(torch.device(device))
+        return "cuda_max_memory_allocated"
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM (Linux)
+        return "rss_peak_vmhwm"
+    except OSError:
+        return "rss_peak_process_lifetime"
+
+
+def peak_memory_mib(device: str, kind: str) -> float:
+    if kind == "cuda_max_memory_allocated":
+        return torch.cuda.max_memory_allocated(torch.device(device)) / 2 ** 20
+    if kind == "rss_peak_vmhwm":
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def synchronize(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize(torch.device(device))
+
+
+def measure_cell(method, samples, size, cfg: LatencyConfig) -> tuple:
+    """((per-image wall latencies, per-image process CPU seconds) of the timed batches, images per second, the
+    predictions of every sample, peak memory kind, peak MiB)."""
+    batches = [samples[i:i + cfg.batch_size] for i in range(0, len(samples), cfg.batch_size)]
+    inputs = [(prepare_batch(b, size).to(cfg.device), b) for b in batches]  # on the device before timing
+
+    def predict(rgb, batch):
+        gens = [torch.Generator().manual_seed(sample_seed(cfg.seed, s.id)) for s in batch]
+        with torch.inference_mode(), out_of_memory_guard(method.name, cfg.device, len(batch), size):
+            return method.predict(rgb, gens).float().cpu().numpy()  # [B,C,h,w]
+
+    for rgb, batch in inputs[:cfg.warmup]:
+        predict(rgb, batch)
+    kind = peak_memory_reset(cfg.device)
+    latencies, cpu, preds, total = [], [], [], 0.0
+    for rgb, batch in inputs:
+        synchronize(cfg.device)
+        start, start_cpu = time.perf_counter(), time.process_time()
+        out = predict(rgb, batch)
+        synchronize(cfg.device)
+        elapsed = time.perf_counter() - start
+        latencies.append(elapsed / len(batch))
+        cpu.append((time.process_time() - start_cpu) / len(batch))
+        total += elapsed
+        preds += list(out)
+    return (latencies, cpu), len(samples) / total, preds, kind, peak_memory_mib(cfg.device, kind)
+
+
+def quality(method, dataset, samples, preds) -> tuple[str, float, float, float]:
+    """(metric, value, ci_low, ci_high) of the predictions, scored as `run` scores them."""
+    task = dataset.spec.task
+    metric = QUALITY_METRIC[task]
+    if task == "depth":
+        alignment = alignment_for(method.contract, dataset.spec)
+        stats = summarize_depth([score_depth(p, s, dataset.spec, alignment) for p, s in zip(preds, samples)])
+    else:
+        scored = [score_normals(p, s) for p, s in zip(preds, samples)]
+        rows = [dict(r, id=s.id) for (r, _), s in zip(scored, samples)]
+        stats = summarize_normals(rows, [e for _, e in scored], dataset.spec.normals_aggregation)
+    return (metric, *stats[metric])
+
+
+def latency_study(cfg: LatencyConfig, output: Optional[str] = None, progress: bool = True,
+                  roots=None) -> tuple[Path, pd.DataFrame]:
+    """Measure every cell; writes latency.csv, latency.md, latency.png and manifest.json into the study folder
+    (default results/latency/latency-<settings hash>-<UTC time>); ``roots`` as for `run` (harness.dataroots)."""
+    check_config(cfg)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+    folder = Path(output) if output else RESULTS_DIR / "latency" / f"latency-{mf.config_key(asdict(cfg))}-{stamp}"
+    if (folder / "latency.csv").exists():
+        raise FileExistsError(f"{folder} already holds a latency study; choose another --output or move it away")
+    records = []
+    for ds_name in cfg.datasets:
+        dataset = build_with_root(ds_name, roots)
+        samples = [dataset.load(i) for i in dataset.ids()[:cfg.count]]
+        for name in (m for m in cfg.methods if dataset.spec.task in method_tasks(m)):
+            for steps in cfg.steps:
+                options = RunOptions(steps=int(steps), eta=cfg.eta, device=cfg.device, dtype=cfg.dtype,
+                                     channels_last=cfg.channels_last, compile=cfg.compile)
+                method = build_method(name, dataset.spec.task, options)
+                contract = method.contract
+                if not contract.stochastic or contract.default_steps is None:
+                    raise ValueError(f"method {name!r} has no sampling steps; latency against steps applies to "
+                                     f"diffusion methods only")
+                res = contract.processing_res or dataset.spec.processing_res
+                size = processing_size(*samples[0].rgb.shape[:2], res, contract.size_multiple)
+                lat, rate, preds, kind, mib = measure_cell(method, samples, size, cfg)
+                metric, value, lo, hi = quality(method, dataset, samples, preds)
+                records.append(cell_record(name, dataset, int(steps), size, lat, kind, mib, metric, value, lo, hi,
+                                           rate, cfg))
+                records[-1]["n_images"] = len(samples)
+                if progress:
+                    r = records[-1]
+                    print(f"{name} {ds_name} steps={steps}: {r['latency_median_ms']:.1f} ms/image, {metric} "
+                          f"{value:.4f}", flush=True)
+    table = pd.DataFrame(records)
+    write_outputs(folder, cfg, table)
+    return folder, table
+
+
+def cell_record(name, dataset, steps, size, lat, kind, mib, metric, value, lo, hi, images_per_s, cfg) -> dict:
+    ms, cpu_ms = (np.asarray(x) * 1000.0 for x in lat)  # per-image wall latency and CPU time of each timed batch
+    return {"method": name, "dataset": dataset.name, "task": dataset.spec.task, "steps": steps,
+            "height": size[0], "width": size[1], "n_images": 0, "n_batches": len(ms),
+            "batch_size": cfg.batch_size,
+            "latency_median_ms": float(np.median(ms)), "latency_p90_ms": float(np.percentile(ms, 90)),
+            "ms_per_step": float(np.median(ms)) / steps, "images_per_s": images_per_s,
+            "cpu_median_ms": float(np.median(cpu_ms)),
+            "peak_memory_mib": mib, "peak_memory_kind": kind, "metric": metric, "value": value, "ci_low": lo,
+            "ci_high": hi, "device": cfg.device, "dtype": cfg.dtype, "channels_last": cfg.channels_last,
+            "compile": cfg.compile}
+
+
+def write_outputs(folder: Path, cfg: LatencyConfig, table: pd.DataFrame) -> None:
+    from harness.plots import plot_latency
+    from harness.tables import format_cell
+
+    folder.mkdir(parents=True, exist_ok=True)
+    threads = torch.get_num_threads()
+    record = {"config": asdict(cfg), "git_commit": mf.git_commit(), "packages": mf.package_versions(),
+              "device": cfg.device, "device_name": mf.device_description(cfg.device), "dtype": cfg.dtype,
+              "batch_size": cfg.batch_size, "torch_threads": threads,
+              "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "unset"),
+              "load_average_1_5_15min_at_end": [round(x, 2) for x in os.getloadavg()], "cpu_count": os.cpu_count(),
+              "latency": __doc__.split("\n\n")[1]}
+    atomic_write_text(folder / "manifest.json", json.dumps(record, indent=2) + "\n")
+    table.to_csv(folder / "latency.csv", index=False)
+    lines = ["| method | dataset | steps | latency median (ms) | p90 (ms) | ms / step | images/s | CPU time median "
+             "(ms) | peak memory (MiB) | quality |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in table.itertuples():
+        q = format_cell(r.task, r.metric, r.value, r.ci_low, r.ci_high)
+        lines.append(f"| {r.method} | {r.dataset} | {r.steps} | {r.latency_median_ms:.1f} | {r.latency_p90_ms:.1f} "
+                     f"| {r.ms_per_step:.2f} | {r.images_per_s:.1f} | {r.cpu_median_ms:.1f} | "
+                     f"{r.peak_memory_mib:.0f} | {r.metric} {q} |")
+    setting = (f"device {cfg.device} ({record['device_name']}), dtype {cfg.dtype}, batch size {cfg.batch_size}, "
+               f"{threads} torch threads, {cfg.count} images per cell after {cfg.warmup} warm-up batch(es); peak "
+               f"memory: {', '.join(sorted(set(table['peak_memory_kind'])))}")
+    atomic_write_text(folder / "latency.md", f"**Latency and quality against sampling steps** ({setting}; quality "
+                      f"± = half-width of the bootstrap 95% interval; AbsRel ×100, normals in degrees)\n\n"
+                      + "\n".join(lines) + "\n")
+    plot_latency(table, folder / "latency.png", setting)

@@ -1,0 +1,133 @@
+"""`python -m harness robustness`: Table 4, the methods under input noise, beside their clean scores.
+
+A robustness study is a run (harness.run) with extra cells: for every (method, dataset) pair, one cell per noise
+condition, its predictions cached under ``<method>__<dataset>__<noise>-<level>/`` beside the clean cell
+``<method>__<dataset>/``. The study uses the run folder of the same settings (``results/runs/run-<key>``, or
+``--output``), so clean predictions made by ``run`` with the same settings, or by an earlier study with other
+noises, are reused, and only missing cells are computed. Written into that folder:
+
+    robustness.json       the conditions evaluated so far (noise, level, parameter) and the seeding rule
+    robustness.csv        tidy summary rows (perturbation, level columns), readable by `python -m harness tables`
+    table4.csv, table4.md one row per (method, noise, level) plus the clean row, key metrics per dataset
+    table4.png            key metric against level, one panel per (dataset, noise)
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Optional
+
+import pandas as pd
+
+from harness.distributed import gather
+from harness.evaluate import evaluate_pairs
+from harness.perturb import Condition, perturbation
+from harness.run import RunConfig, build_plan, claim_folder, manifest_record, output_folder, summarize_run
+from harness.runio import atomic_write_text
+from harness.tables import format_cell, header
+
+TABLE_METRICS = {"depth": ("abs_rel", "delta1"), "normals": ("mean", "a11_25")}  # the paper's Table 4 columns
+DEFAULT_METHODS = ("dpbridge_tiny",)  # the trivial references ignore their input: noise cannot move them
+
+
+def robustness(cfg: RunConfig, conditions: list[Condition], output: Optional[str] = None, progress: bool = True,
+               roots=None) -> tuple[Path, pd.DataFrame, pd.DataFrame]:
+    """Evaluate clean and every condition; returns the folder, the tidy summary and the Table 4 layout.
+    ``roots``: dataset roots for benchmarks read from files (harness.dataroots), as for `run`."""
+    folder = output_folder(cfg, output)
+    plan = build_plan(cfg, folder, roots)
+    saved = sorted({p.method.name for _, pairs in plan for p in pairs if p.method.reads_saved_predictions})
+    if saved:
+        raise ValueError(f"{', '.join(saved)}: saved predictions cannot be re-made from noisy inputs; a "
+                         f"robustness study needs methods that predict (drop them from --methods)")
+    claim_folder(folder, manifest_record(cfg, plan))
+    record_conditions(folder, conditions, cfg.seed)
+    full = [(ds, pairs + [replace(p, folder=p.folder.with_name(f"{p.folder.name}__{c.label}"), noise=c)
+                          for c in conditions for p in pairs]) for ds, pairs in plan]
+    for ds, pairs in full:  # each sample is loaded once per batch for its clean and noisy cells
+        evaluate_pairs(pairs, ds, cfg.seed, cfg.batch_size, progress=progress)
+    if not gather(folder, [(p.folder, ds.ids()) for ds, pairs in full for p in pairs]):
+        return folder, None, None  # launched on several processes (harness.distributed): the first summarises
+    summary = summarize_run(cfg, full)
+    summary.to_csv(folder / "robustness.csv", index=False)
+    table = table4(summary, conditions)
+    table.to_csv(folder / "table4.csv", index=False)
+    atomic_write_text(folder / "table4.md", table4_markdown(summary, conditions))
+    from harness.plots import plot_robustness
+
+    plot_robustness(summary, conditions, TABLE_METRICS, folder / "table4.png")
+    return folder, summary, table
+
+
+def record_conditions(folder: Path, conditions: list[Condition], seed: int) -> None:
+    """Add this study's conditions to robustness.json (earlier studies' conditions stay listed)."""
+    path = folder / "robustness.json"
+    known = json.loads(path.read_text())["conditions"] if path.is_file() else []
+    labels = {c["label"] for c in known}
+    known += [{"label": c.label, **c.describe()} for c in conditions if c.label not in labels]
+    record = {"conditions": known, "seed": seed,
+              "seeding": "numpy default_rng(harness.perturb.noise_seed(seed, noise, sample_id)); the same for "
+                         "every level of a noise (common random numbers)",
+              "applied": "to the uint8 RGB at the dataset's native resolution, on the [0,1] scale, clipped to "
+                         "[0,1] and rounded back to uint8, before resizing to the processing resolution"}
+    atomic_write_text(path, json.dumps(record, indent=2) + "\n")
+
+
+def level_label(noise: str, level: float) -> str:
+    if noise == "none":
+        return "clean"
+    return f"{perturbation(noise).parameter}={level:.4g}"
+
+
+def _rows(summary: pd.DataFrame, conditions: list[Condition]):
+    """(method label, steps, noise, level, cells) in table order: per method, clean then the conditions."""
+    df = summary[summary["group"] == "all"]
+    order = [("none", 0.0)] + [(c.name, c.level) for c in conditions]
+    for (method, variant, steps), cells in df.groupby(["method", "variant", "steps"], sort=False):
+        label = method if variant == "default" else f"{method} [{variant}]"
+        for noise, level in order:
+            sel = cells[(cells["perturbation"] == noise) & ((cells["level"].astype(float) - level).abs() < 1e-12)]
+            yield label, steps, noise, level, sel
+
+
+def _columns(summary: pd.DataFrame) -> list[tuple[str, str, str]]:
+    """(dataset, task, metric) in the summary's dataset order."""
+    out = []
+    for dataset, task in summary[["dataset", "task"]].drop_duplicates().itertuples(index=False):
+        out += [(dataset, task, m) for m in TABLE_METRICS[task]]
+    return out
+
+
+def table4(summary: pd.DataFrame, conditions: list[Condition]) -> pd.DataFrame:
+    """Wide Table 4: one row per (method, noise, level); per (dataset, metric) the value and its 95% interval,
+    in the paper's units (AbsRel and delta1 x100, degrees, percent)."""
+    from harness.metrics import METRIC_INFO
+
+    columns, records = _columns(summary), []
+    for label, steps, noise, level, sel in _rows(summary, conditions):
+        record = {"method": label, "steps": steps, "noise": noise, "level": level,
+                  "level_label": level_label(noise, level)}
+        for dataset, task, metric in columns:
+            hit = sel[(sel["dataset"] == dataset) & (sel["metric"] == metric)]
+            k = 100.0 if METRIC_INFO[task][metric].paper_x100 else 1.0
+            for suffix, field in (("", "value"), (" ci_low", "ci_low"), (" ci_high", "ci_high")):
+                record[f"{dataset} {metric}{suffix}"] = float(hit[field].iloc[0]) * k if len(hit) else float("nan")
+        records.append(record)
+    return pd.DataFrame(records)
+
+
+def table4_markdown(summary: pd.DataFrame, conditions: list[Condition]) -> str:
+    columns = _columns(summary)
+    head = "| method | steps | noise | level | " + " | ".join(f"{d} {header(t, m)}" for d, t, m in columns) + " |"
+    lines = [head, "|---|---|---|---|" + "---|" * len(columns)]
+    for label, steps, noise, level, sel in _rows(summary, conditions):
+        cells = []
+        for dataset, task, metric in columns:
+            hit = sel[(sel["dataset"] == dataset) & (sel["metric"] == metric)]
+            cells.append("-" if hit.empty else format_cell(task, metric, *hit[["value", "ci_low", "ci_high"]].iloc[0]))
+        lines.append(f"| {label} | {steps or '-'} | {noise if noise != 'none' else 'clean'} | "
+                     f"{level_label(noise, level)} | " + " | ".join(cells) + " |")
+    n = int(summary[summary["group"] == "all"]["n_samples"].min()) if len(summary) else 0
+    return (f"**Table 4: robustness to input noise** (n = {n} images per cell; ± = half-width of the bootstrap 95% "
+            f"interval over images; noise on the [0,1] RGB scale, math.md section 6)\n\n" + "\n".join(lines) + "\n")

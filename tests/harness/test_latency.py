@@ -1,0 +1,57 @@
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from harness.latency import LatencyConfig, latency_study
+from harness.prefetch import prefetched
+
+
+def test_latency_study_writes_table_plot_and_settings(tmp_path):
+    cfg = LatencyConfig(methods=("dpbridge_tiny",), datasets=("synthetic_normals",), steps=(1, 2), count=3,
+                        batch_size=2, warmup=1)
+    folder, table = latency_study(cfg, str(tmp_path / "lat"), progress=False)
+    assert list(table["steps"]) == [1, 2]
+    assert (table["n_images"] == 3).all() and (table["batch_size"] == 2).all()
+    assert (table["latency_p90_ms"] >= table["latency_median_ms"]).all() and (table["latency_median_ms"] > 0).all()
+    assert np.allclose(table["ms_per_step"], table["latency_median_ms"] / table["steps"])
+    assert set(table["peak_memory_kind"]) <= {"rss_peak_vmhwm", "rss_peak_process_lifetime"}
+    assert (table["peak_memory_mib"] > 0).all()
+    assert table["metric"].iloc[0] == "mean" and np.isfinite(table["value"]).all()  # degrees, pooled
+    assert pd.read_csv(folder / "latency.csv").shape[0] == 2
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["dtype"] == "float32" and manifest["batch_size"] == 2 and manifest["device"] == "cpu"
+    assert "batch size 2" in (folder / "latency.md").read_text()
+    assert (folder / "latency.png").read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(FileExistsError, match="already holds a latency study"):
+        latency_study(cfg, str(folder), progress=False)
+
+
+def test_latency_refuses_methods_without_steps_and_bad_settings(tmp_path):
+    with pytest.raises(ValueError, match="no sampling steps"):
+        latency_study(LatencyConfig(methods=("ramp",), datasets=("synthetic",), steps=(1,), count=1),
+                      str(tmp_path / "a"), progress=False)
+    with pytest.raises(ValueError, match="999"):
+        latency_study(LatencyConfig(methods=("dpbridge_tiny",), datasets=("synthetic",), steps=(1000,), count=1),
+                      str(tmp_path / "b"), progress=False)
+    with pytest.raises(ValueError, match="batch size must be >= 1"):
+        latency_study(LatencyConfig(batch_size=0), str(tmp_path / "c"), progress=False)
+    with pytest.raises(KeyError, match="unknown method"):
+        latency_study(LatencyConfig(methods=("dpbridge_tinny",)), str(tmp_path / "d"), progress=False)
+
+
+def test_prefetched_keeps_order_and_raises_in_turn():
+    assert list(prefetched([1, 2, 3], lambda x: x * 10)) == [(1, 10), (2, 20), (3, 30)]
+    assert list(prefetched([], lambda x: x)) == []
+
+    def load(x):
+        if x == 2:
+            raise OSError("cannot decode sample 2")
+        return x
+
+    got = []
+    with pytest.raises(OSError, match="sample 2"):
+        for item, value in prefetched([1, 2, 3], load):
+            got.append(value)
+    assert got == [1]  # the batch before the broken one finished first

@@ -1,0 +1,103 @@
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from harness.cli import main
+from harness.memory import BatchTooLargeError
+from harness.perturb import conditions
+from harness.registry import method_class
+from harness.robustness import robustness
+from harness.run import RunConfig, run
+from harness.runio import read_jsonl
+
+CFG = RunConfig(methods=("dpbridge_tiny",), datasets=("synthetic",), steps=1, count=2, batch_size=2)
+
+
+def count_predictions(monkeypatch, name):
+    cls, seen = method_class(name), []
+    real = cls.predict
+
+    def spy(self, rgb, gens):
+        seen.append(rgb.shape[0])
+        return real(self, rgb, gens)
+
+    monkeypatch.setattr(cls, "predict", spy)
+    return seen
+
+
+def test_robustness_rows_table_and_plot_reuse_clean_predictions(tmp_path, monkeypatch):
+    out = tmp_path / "r"
+    _, clean_summary = run(CFG, str(out), progress=False)
+    clean_file = out / "dpbridge_tiny__synthetic" / "pred" / "test__00000.npy"
+    clean_bytes = clean_file.read_bytes()
+
+    seen = count_predictions(monkeypatch, "dpbridge_tiny")
+    both = conditions(["gaussian", "uniform"], {"gaussian": (0.1,), "uniform": (0.2,)})
+    _, summary, table = robustness(CFG, both, str(out), progress=False)
+    assert sum(seen) == 4  # 2 images x the 2 noisy cells: the clean ones came from the run's cache
+    assert clean_file.read_bytes() == clean_bytes
+
+    noisy = np.load(out / "dpbridge_tiny__synthetic__gaussian-0.1" / "pred" / "test__00000.npy")
+    assert not np.array_equal(noisy, np.load(clean_file))
+    assert list(zip(table["noise"], table["level"])) == [("none", 0.0), ("gaussian", 0.1), ("uniform", 0.2)]
+    assert set(summary["perturbation"]) == {"none", "gaussian", "uniform"}
+    key = (summary.perturbation == "none") & (summary.metric == "abs_rel") & (summary.group == "all")
+    ref = clean_summary[(clean_summary.metric == "abs_rel") & (clean_summary.group == "all")]
+    assert summary[key]["value"].iloc[0] == pytest.approx(ref["value"].iloc[0])
+    assert table["synthetic abs_rel"].iloc[0] == pytest.approx(100 * ref["value"].iloc[0])
+    tidy = pd.read_csv(out / "robustness.csv")
+    assert {"perturbation", "level", "ci_low", "ci_high"} <= set(tidy.columns)
+    recorded = json.loads((out / "robustness.json").read_text())
+    assert [c["label"] for c in recorded["conditions"]] == ["gaussian-0.1", "uniform-0.2"]
+    assert "| uniform | c=0.2 |" in (out / "table4.md").read_text()
+    assert (out / "table4.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_out_of_memory_batch_stops_clearly_and_keeps_finished_work(tmp_path, monkeypatch):
+    cfg = RunConfig(methods=("ramp",), datasets=("synthetic",), count=6, batch_size=2)
+    cls, calls = method_class("ramp"), []
+    real = cls.predict
+
+    def second_batch_too_large(self, rgb, gens):
+        calls.append(rgb.shape[0])
+        if len(calls) == 2:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 20.00 GiB")
+        return real(self, rgb, gens)
+
+    monkeypatch.setattr(cls, "predict", second_batch_too_large)
+    out = tmp_path / "oom"
+    with pytest.raises(BatchTooLargeError, match=f"--batch-size 1 --output {out}"):
+        run(cfg, str(out), progress=False)
+    kept = read_jsonl(out / "ramp__synthetic" / "rows.jsonl")
+    assert [r["id"] for r in kept] == ["test/00000", "test/00001"]
+    assert len(list((out / "ramp__synthetic" / "pred").glob("*.npy"))) == 2
+
+    monkeypatch.setattr(cls, "predict", real)
+    smaller = RunConfig(**{**cfg.__dict__, "batch_size": 1})
+    _, summary = run(smaller, str(out), progress=False)  # the same folder accepts the smaller batch
+    assert len(read_jsonl(out / "ramp__synthetic" / "rows.jsonl")) == 6
+    assert (summary[summary.group == "all"].n_samples == 6).all()
+
+
+def test_steps_outside_the_schedule_fail_before_any_work(tmp_path):
+    for steps, message in ((0, "steps must be >= 1"), (1000, "999")):
+        out = tmp_path / f"s{steps}"
+        with pytest.raises(ValueError, match=message):
+            run(RunConfig(methods=("dpbridge_tiny",), datasets=("synthetic",), steps=steps, count=1), str(out),
+                progress=False)
+        assert not out.exists()
+
+
+def test_cli_errors_and_listing(capsys, tmp_path):
+    assert main(["robustness", "--noise", "gausian", "--output", str(tmp_path / "x")]) == 2
+    assert "Did you mean gaussian" in capsys.readouterr().err
+    assert main(["robustness", "--noise", "salt_pepper", "--levels", "salt_pepper=2"]) == 2
+    assert "p must lie in (0, 1]" in capsys.readouterr().err
+    assert main(["latency", "--steps", "0,10", "--output", str(tmp_path / "l")]) == 2
+    assert "step counts >= 1" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists() and not (tmp_path / "l").exists()
+    assert main(["ls", "perturbations"]) == 0
+    listed = capsys.readouterr().out
+    assert all(name in listed for name in ("gaussian", "uniform", "poisson", "salt_pepper"))

@@ -1,0 +1,31 @@
+import pytest
+import torch
+
+from harness.registry import build_method
+from methods.base import RunOptions
+from methods.inference import inference_modules
+
+
+def _predict(options: RunOptions, method=None) -> torch.Tensor:
+    method = method or build_method("dpbridge_tiny", "depth", options)
+    rgb = torch.linspace(-1, 1, 3 * 64 * 64).reshape(1, 3, 64, 64)
+    with torch.inference_mode():
+        return method.predict(rgb, [torch.Generator().manual_seed(0)])
+
+
+def test_channels_last_changes_memory_layout_not_results():
+    method = build_method("dpbridge_tiny", "depth", RunOptions(steps=1, channels_last=True))
+    conv = method.model.unet.conv_in.weight
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    assert len(inference_modules(method.model)) == 3  # unet, vae.encoder, vae.decoder
+    assert torch.allclose(_predict(RunOptions(), method), _predict(RunOptions(steps=1)), atol=1e-4)
+
+
+def test_networkless_methods_ignore_the_options():
+    method = build_method("ramp", "depth", RunOptions(channels_last=True, compile=True))
+    assert method.predict(torch.zeros(1, 3, 8, 8), [torch.Generator()]).shape == (1, 1, 8, 8)
+
+
+@pytest.mark.slow  # inductor compiles the UNet and VAE: minutes on a small CPU
+def test_compiled_networks_give_the_same_results():
+    assert torch.allclose(_predict(RunOptions(steps=1, compile=True)), _predict(RunOptions(steps=1)), atol=1e-4)
