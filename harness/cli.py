@@ -125,6 +125,8 @@ def cmd_latency(args) -> int:
                         batch_size=args.batch_size, warmup=args.warmup, seed=args.seed, eta=args.eta,
                         device=args.device, dtype=args.dtype, channels_last=args.channels_last, compile=args.compile)
     folder, _ = latency_study(cfg, args.output, roots=roots)
+    if folder is None:  # launched on several processes: the first one measures and prints
+        return 0
     print((folder / "latency.md").read_text())
     print(f"results: {folder}/latency.csv, latency.md, latency.png, manifest.json")
     return 0

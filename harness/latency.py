@@ -33,6 +33,7 @@ from harness import manifest as mf
 from harness.evaluate import prepare_batch, processing_size, sample_seed
 from harness.memory import out_of_memory_guard
 from harness.dataroots import build_with_root
+from harness.distributed import processes
 from harness.registry import build_method, method_class, method_tasks
 from harness.run import RESULTS_DIR
 from harness.runio import atomic_write_text
@@ -141,10 +142,12 @@ def quality(method, dataset, samples, preds) -> tuple[str, float, float, float]:
 
 
 def latency_study(cfg: LatencyConfig, output: Optional[str] = None, progress: bool = True,
-                  roots=None) -> tuple[Path, pd.DataFrame]:
-    """Measure every cell; writes latency.csv, latency.md, latency.png and manifest.json into the study folder
+                  roots=None) -> tuple[Optional[Path], Optional[pd.DataFrame]]:
+    """Measure every cell (launched on several processes: the first one alone; the others return (None, None)); writes latency.csv, latency.md, latency.png and manifest.json into the study folder
     (default results/latency/latency-<settings hash>-<UTC time>); ``roots`` as for `run` (harness.dataroots)."""
     check_config(cfg)
+    if not processes().is_main:  # launched: timings come from one process on one device; the others stand aside
+        return None, None
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
     folder = Path(output) if output else RESULTS_DIR / "latency" / f"latency-{mf.config_key(asdict(cfg))}-{stamp}"
     if (folder / "latency.csv").exists():
@@ -199,7 +202,8 @@ def write_outputs(folder: Path, cfg: LatencyConfig, table: pd.DataFrame) -> None
     threads = torch.get_num_threads()
     record = {"config": asdict(cfg), "git_commit": mf.git_commit(), "packages": mf.package_versions(),
               "device": cfg.device, "device_name": mf.device_description(cfg.device), "dtype": cfg.dtype,
-              "batch_size": cfg.batch_size, "torch_threads": threads,
+              "batch_size": cfg.batch_size, "torch_threads": threads, "measured_by": "process 0 of "
+              f"{processes().world_size} (a launched study is timed by one process; the others do nothing)",
               "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "unset"),
               "load_average_1_5_15min_at_end": [round(x, 2) for x in os.getloadavg()], "cpu_count": os.cpu_count(),
               "latency": __doc__.split("\n\n")[1]}

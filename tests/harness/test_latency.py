@@ -55,3 +55,17 @@ def test_prefetched_keeps_order_and_raises_in_turn():
         for item, value in prefetched([1, 2, 3], load):
             got.append(value)
     assert got == [1]  # the batch before the broken one finished first
+
+
+def test_a_launched_study_is_timed_by_the_first_process_only(tmp_path, monkeypatch):
+    import harness.latency as latency
+    from harness.distributed import Processes
+
+    cfg = LatencyConfig(methods=("dpbridge_tiny",), datasets=("synthetic_normals",), steps=(1,), count=1,
+                        batch_size=1, warmup=0)
+    monkeypatch.setattr(latency, "processes", lambda: Processes(rank=1, world_size=2))
+    assert latency_study(cfg, str(tmp_path / "lat"), progress=False) == (None, None)
+    assert not (tmp_path / "lat").exists()
+    monkeypatch.setattr(latency, "processes", lambda: Processes(rank=0, world_size=2))
+    folder, _ = latency_study(cfg, str(tmp_path / "lat"), progress=False)
+    assert json.loads((folder / "manifest.json").read_text())["measured_by"].startswith("process 0 of 2")
