@@ -5,7 +5,9 @@ Each (step count, row) is one ordinary resumable run folder (``<output>/steps<N>
 from their summaries, so a killed ablation continues where it stopped, a row added later never re-runs the others,
 and a new metric never re-runs a model. Every row
 records its checkpoint's training budget (iterations): rows are comparable only at equal budgets, and the shipped
-default DPBridge-tiny (trained longer) is printed as a reference row, never as the grid's "full" row.
+default DPBridge-tiny (trained longer) is printed as a reference row, never as the grid's "full" row. With
+``--method dpbridge_sd21 --backbone PATH`` the same grid runs at scale: variants start from the paper's defaults,
+train with the paper's preset on HyperSim + Virtual KITTI, and are evaluated on NYUv2 and KITTI.
 """
 from __future__ import annotations
 
@@ -22,29 +24,57 @@ from harness.runio import atomic_write_text
 from harness.tables import format_cell, header
 from methods.ablation import ABLATION_VARIANTS, variant_settings
 
-BASELINES = ("i2sb", "bbdm", "marigold_tiny")
-REFERENCE = "dpbridge_tiny"  # the shipped default checkpoint (longer budget), a reference row
-ABLATION_BUDGET = 1000  # iterations every grid row and baseline is trained for (`--train`)
+BASELINES = ("i2sb", "bbdm", "marigold_tiny")  # tiny-world baselines (shipped)
+TINY = "dpbridge_tiny"
+ABLATION_BUDGET = 1000  # iterations every tiny grid row and baseline is trained for (`--train`)
 TABLE_METRICS = ("abs_rel", "delta1")  # Table 3's columns
 
 
 @dataclass(frozen=True)
 class AblateConfig:
-    variants: tuple[str, ...] = tuple(ABLATION_VARIANTS)
-    baselines: tuple[str, ...] = BASELINES
-    reference: bool = True  # also evaluate the shipped default checkpoint
+    method: str = TINY  # whose grid: dpbridge_tiny, or dpbridge_sd15 / dpbridge_sd21 at scale
+    backbone: Optional[str] = None  # SD folder for the methods at scale (else $HARNESS_SDxx / the HF cache)
+    variants: Optional[tuple[str, ...]] = None  # None: every variant the method offers (methods.ablation)
+    baselines: Optional[tuple[str, ...]] = None  # None: BASELINES for the tiny grid, none at scale
+    reference: bool = True  # also evaluate the method's default checkpoint
     steps: tuple[int, ...] = (10, 50)
-    dataset: str = "synthetic"  # the tiny world's depth test split: its indoor / outdoor groups stand in for
-    #                             Table 3's NYUv2 / KITTI columns
+    datasets: Optional[tuple[str, ...]] = None  # None: the tiny world's depth test split (its indoor / outdoor
+    #                                              groups stand in for Table 3's NYUv2 / KITTI), at scale nyuv2,kitti
     count: Optional[int] = None
     seed: int = 0
     batch_size: int = 8
-    iterations: int = ABLATION_BUDGET  # training budget of `--train`
+    iterations: Optional[int] = None  # `--train` budget; None: ABLATION_BUDGET (tiny), the method's preset (scale)
+
+    @property
+    def at_scale(self) -> bool:
+        return self.method != TINY
+
+    def baseline_rows(self) -> tuple[str, ...]:
+        if self.baselines is None:
+            return () if self.at_scale else BASELINES
+        if self.at_scale and self.baselines:
+            raise ValueError(f"baselines {', '.join(self.baselines)} are tiny-world models; at scale train them with "
+                             f"`python -m harness train --method i2sb --method-set backbone=PATH` and evaluate them "
+                             f"with `run --checkpoint`, or pass --baselines none")
+        return self.baselines
+
+    def dataset_names(self) -> tuple[str, ...]:
+        return self.datasets or (("nyuv2", "kitti") if self.at_scale else ("synthetic",))
+
+    def budget(self) -> Optional[int]:
+        return self.iterations if self.iterations is not None else (None if self.at_scale else ABLATION_BUDGET)
 
 
 def method_specs(cfg: AblateConfig) -> list[str]:
-    specs = [f"dpbridge_tiny[{v}]" for v in cfg.variants] + list(cfg.baselines)
-    return specs + ([REFERENCE] if cfg.reference else [])
+    from harness.registry import method_class
+
+    offered = method_class(cfg.method).spec_options
+    variants = tuple(offered) if cfg.variants is None else cfg.variants
+    unknown = [v for v in variants if v not in offered]
+    if unknown:
+        raise ValueError(f"{cfg.method} has no variant {', '.join(unknown)}; it offers {', '.join(offered)}")
+    specs = [f"{cfg.method}[{v}]" for v in variants] + list(cfg.baseline_rows())
+    return specs + ([cfg.method] if cfg.reference else [])
 
 
 def checkpoint_of(spec: str) -> Path:
@@ -54,36 +84,48 @@ def checkpoint_of(spec: str) -> Path:
     return method_class(spec).shipped_checkpoint("depth", parsed.option or "default")
 
 
-def train_command(spec: str, iterations: int) -> str:
+def train_command(spec: str, cfg: AblateConfig) -> str:
     from harness.registry import parse_method_spec
 
     parsed = parse_method_spec(spec)
-    variant = f" --variant {parsed.option}" if parsed.option else ""
-    return f"python -m harness train --method {parsed.name} --task depth{variant} --set iterations={iterations}"
+    parts = [f"python -m harness train --method {parsed.name} --task depth"]
+    if parsed.option:
+        parts.append(f"--variant {parsed.option}")
+    if cfg.at_scale and parsed.name == cfg.method:
+        parts.append(f"--datasets hypersim,vkitti{' --backbone ' + cfg.backbone if cfg.backbone else ''}")
+    if cfg.budget() is not None:
+        parts.append(f"--set iterations={cfg.budget()}")
+    return " ".join(parts)
 
 
 def missing_checkpoints(cfg: AblateConfig) -> list[str]:
     return [s for s in method_specs(cfg) if not (checkpoint_of(s) / "trained_config.json").is_file()]
 
 
-def regenerate(specs: list[str], iterations: int, train_settings: Optional[dict] = None) -> None:
-    """Train each missing checkpoint at the ablation budget (resumable: cache/train/ablation/<row>);
+def regenerate(specs: list[str], cfg: AblateConfig, train_settings: Optional[dict] = None) -> None:
+    """Train each missing checkpoint (resumable: cache/train/ablation/<method>/<row>): the tiny grid at the
+    ablation budget, the grid at scale with the method's preset (the paper's recipe) on HyperSim + Virtual KITTI;
     ``train_settings``: other TrainConfig fields (tests use tiny batches)."""
-    from harness.trainables import trained_method_config
     from harness.registry import parse_method_spec
     from harness.train import TrainConfig, train
+    from harness.train_data import method_train_settings
+    from harness.trainables import trained_method_config
 
     for spec in specs:
         parsed = parse_method_spec(spec)
-        method_cfg, export = trained_method_config(parsed.name, "depth", parsed.option, [])
-        output = f"cache/train/ablation/{parsed.option or parsed.name}"
-        settings = {"iterations": iterations, "output": output, "export": str(export), **(train_settings or {})}
-        train(method_cfg, TrainConfig(**settings), train_command(spec, iterations), method_name=parsed.name)
+        backbone = cfg.backbone if cfg.at_scale and parsed.name == cfg.method else None
+        method_cfg, export = trained_method_config(parsed.name, "depth", parsed.option, [], backbone)
+        settings = {**method_train_settings(parsed.name, None),
+                    "output": f"cache/train/ablation/{parsed.name}/{parsed.option or 'default'}", "export": str(export)}
+        if cfg.budget() is not None:
+            settings["iterations"] = cfg.budget()
+        settings.update(train_settings or {})
+        train(method_cfg, TrainConfig(**settings), train_command(spec, cfg), method_name=parsed.name)
 
 
 def design_columns(spec: str) -> dict:
     """What a row is: fine-tuned?, DAN, image consistency, process, training budget."""
-    from harness.registry import parse_method_spec
+    from harness.registry import method_class, parse_method_spec
 
     parsed = parse_method_spec(spec)
     folder = checkpoint_of(spec)
@@ -95,36 +137,36 @@ def design_columns(spec: str) -> dict:
            "train_iterations": iterations, "checkpoint": str(folder)}
     if parsed.option:
         out["about"] = ABLATION_VARIANTS[parsed.option][1]
-        wanted = variant_settings(parsed.option)
+        wanted = variant_settings(parsed.option, method_class(spec).ablation_base)
         if {k: config.get(k) for k in wanted} != wanted:
             raise ValueError(f"{folder} was not trained with the settings of variant {parsed.option} ({wanted}); "
-                             f"retrain it with `{train_command(spec, ABLATION_BUDGET)}`")
+                             f"retrain it with `{train_command(spec, AblateConfig(method=parsed.name))}`")
     else:
-        out["about"] = "shipped default checkpoint (reference)" if parsed.name == REFERENCE else "baseline"
+        out["about"] = "default checkpoint (reference)" if method_class(spec).spec_options else "baseline"
     return out
 
 
-def ablate(cfg: AblateConfig, output: Optional[str] = None, train_missing: bool = False,
-           progress: bool = True, train_settings: Optional[dict] = None) -> tuple[Path, pd.DataFrame]:
-    """Evaluate every row at every step count; returns the folder and the tidy Table 3 rows."""
+def ablate(cfg: AblateConfig, output: Optional[str] = None, train_missing: bool = False, progress: bool = True,
+           train_settings: Optional[dict] = None, roots=None) -> tuple[Path, Optional[pd.DataFrame]]:
+    """Evaluate every row at every step count; returns the folder and the tidy Table 3 rows. ``roots``: data roots
+    of the datasets (harness.dataroots), for the grid at scale."""
     missing = missing_checkpoints(cfg)
     if missing and not train_missing:
-        lines = "\n".join(f"  {s}: {checkpoint_of(s)}  (regenerate: {train_command(s, cfg.iterations)})"
-                          for s in missing)
+        lines = "\n".join(f"  {s}: {checkpoint_of(s)}  (regenerate: {train_command(s, cfg)})" for s in missing)
         raise FileNotFoundError(f"{len(missing)} ablation checkpoint(s) missing:\n{lines}\nRun `python -m harness "
-                                f"ablate --train` to train them ({cfg.iterations} iterations each), or choose rows "
-                                f"with --variants / --baselines.")
+                                f"ablate --train` to train them, or choose rows with --variants / --baselines.")
     if missing:
-        regenerate(missing, cfg.iterations, train_settings)
-    folder = Path(output) if output else RESULTS_DIR / "runs" / "ablate"
+        regenerate(missing, cfg, train_settings)
+    folder = Path(output) if output else RESULTS_DIR / "runs" / f"ablate_{cfg.method}"
     specs = method_specs(cfg)
     design = {s: design_columns(s) for s in specs}
     tables = []
     for steps in cfg.steps:
         for spec in specs:  # one run folder per row: rows added later never re-run the others
-            run_cfg = RunConfig(methods=(spec,), datasets=(cfg.dataset,), steps=steps, seed=cfg.seed,
+            run_cfg = RunConfig(methods=(spec,), datasets=cfg.dataset_names(), steps=steps, seed=cfg.seed,
                                 batch_size=cfg.batch_size, count=cfg.count)
-            _, summary = run(run_cfg, str(folder / f"steps{steps}" / design[spec]["row"]), progress=progress)
+            _, summary = run(run_cfg, str(folder / f"steps{steps}" / design[spec]["row"]), progress=progress,
+                             roots=roots)
             if summary is not None:  # None: launched on several processes and not the first (harness.distributed)
                 tables.append(table_rows(summary, [spec], design))
     if not processes().is_main:
@@ -158,18 +200,22 @@ def table_rows(summary: pd.DataFrame, specs: list[str], design: dict) -> pd.Data
 def render_markdown(table: pd.DataFrame) -> str:
     """One table per step count: rows as Table 3 (design checks), (group x metric) columns with 95% intervals."""
     parts = []
-    groups = [g for g in ("all", "indoor", "outdoor") if g in set(table.group)]
+    places = list(dict.fromkeys(zip(table.dataset, table.group)))  # (dataset, group) in order of appearance
+    several = len({d for d, _ in places}) > 1
     for steps, df in table.groupby("steps", sort=True):
-        cols = [(g, m) for g in groups for m in TABLE_METRICS]
-        head = "| row | FT | DAN | IC | iters | " + " | ".join(f"{g} {header('depth', m)}" for g, m in cols) + " |"
+        cols = [(d, g, m) for d, g in places for m in TABLE_METRICS]
+        head = "| row | FT | DAN | IC | iters | " + " | ".join(
+            f"{d + ' ' if several else ''}{g} {header('depth', m)}" for d, g, m in cols) + " |"
         lines = [head, "|---|---|---|---|---|" + "---|" * len(cols)]
         for row, cell in df.groupby("row", sort=False):
             first = cell.iloc[0]
-            values = {(r.group, r.metric): format_cell("depth", r.metric, r.value, r.ci_low, r.ci_high)
+            values = {(r.dataset, r.group, r.metric): format_cell("depth", r.metric, r.value, r.ci_low, r.ci_high)
                       for r in cell.itertuples()}
             lines.append(f"| {row} | {'✓' if first.finetune else '-'} | {first.dan} | {first.image_consistency} | "
                          f"{first.train_iterations} | " + " | ".join(values.get(c, "-") for c in cols) + " |")
-        parts.append(f"**{steps} steps** (dataset {df.dataset.iloc[0]}, n = {int(df.n_samples.max())}, seed "
+        sizes = df[df.group == "all"].drop_duplicates("dataset")
+        counts = ", ".join(f"{d} n = {int(n)}" for d, n in zip(sizes.dataset, sizes.n_samples))
+        parts.append(f"**{steps} steps** ({counts}, seed "
                      f"{int(df.seed.iloc[0])}, eta {df.eta.iloc[0]}; ± = half-width of the bootstrap 95% interval "
                      f"over images)\n\n" + "\n".join(lines))
     legend = "\n".join(f"- `{row}`: {about}" for row, about in

@@ -158,9 +158,13 @@ def cmd_ablate(args) -> int:
     from harness.ablate import AblateConfig, ablate, method_specs
     from methods.ablation import ABLATION_VARIANTS
 
+    from harness.dataroots import resolve_data
+
     cfg = AblateConfig(**{k: v for k, v in dict(
+        method=args.method, backbone=args.backbone,
         variants=() if args.variants == "none" else (_csv(args.variants) if args.variants else None),
         baselines=() if args.baselines == "none" else (_csv(args.baselines) if args.baselines else None),
+        datasets=_csv(args.datasets) if args.datasets else None,
         steps=tuple(int(s) for s in _csv(args.steps)) if args.steps else None, count=args.count, seed=args.seed,
         batch_size=args.batch_size, iterations=args.iterations, reference=not args.no_reference).items()
         if v is not None})
@@ -169,7 +173,8 @@ def cmd_ablate(args) -> int:
             option = spec[spec.find("[") + 1:-1] if "[" in spec else None
             print(f"{spec:28s} {ABLATION_VARIANTS[option][1] if option else 'baseline / reference'}")
         return 0
-    folder, table = ablate(cfg, args.output, train_missing=args.train, progress=not args.quiet)
+    _, roots = resolve_data(cfg.dataset_names(), args)
+    folder, table = ablate(cfg, args.output, train_missing=args.train, progress=not args.quiet, roots=roots)
     if table is None:  # launched on several processes: the first one prints
         return 0
     print((folder / "table3.md").read_text())
@@ -344,18 +349,24 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=cmd_train)
 
     ab = sub.add_parser("ablate", help="Table 3: the ablation grid and the baselines from shipped checkpoints")
-    ab.add_argument("--variants", help="comma-separated DPBridge variants (default: all; see --list)")
-    ab.add_argument("--baselines", help="comma-separated baselines (default: i2sb,bbdm,marigold_tiny; none)")
-    ab.add_argument("--no-reference", action="store_true", help="skip the shipped default DPBridge-tiny row")
+    ab.add_argument("--method", help="whose grid: dpbridge_tiny (default), or dpbridge_sd15 / dpbridge_sd21 at scale")
+    ab.add_argument("--backbone", help="Stable Diffusion folder for the grid at scale (else $HARNESS_SDxx, HF cache)")
+    ab.add_argument("--variants", help="comma-separated DPBridge variants (default: all; see --list; none)")
+    ab.add_argument("--baselines", help="comma-separated baselines (default: i2sb,bbdm,marigold_tiny for the tiny "
+                    "grid, none at scale)")
+    ab.add_argument("--datasets", help="default: the tiny world (synthetic); at scale nyuv2,kitti")
+    ab.add_argument("--no-reference", action="store_true", help="skip the method's default checkpoint row")
     ab.add_argument("--steps", help="comma-separated step counts (default: 10,50)")
     ab.add_argument("--count", type=int, help="only the first N test samples")
     ab.add_argument("--seed", type=int)
     ab.add_argument("--batch-size", type=int)
     ab.add_argument("--train", action="store_true", help="train missing checkpoints first (the ablation budget)")
-    ab.add_argument("--iterations", type=int, help="training budget of --train (default: 1000)")
-    ab.add_argument("--output", help="folder (default: results/runs/ablate)")
+    ab.add_argument("--iterations", type=int, help="training budget of --train (default: 1000 for the tiny grid, "
+                    "the paper's preset at scale)")
+    ab.add_argument("--output", help="folder (default: results/runs/ablate_<method>)")
     ab.add_argument("--list", action="store_true", help="list the rows and stop")
     ab.add_argument("--quiet", action="store_true")
+    add_data_options(ab)
     ab.set_defaults(func=cmd_ablate)
 
     b = sub.add_parser("pretrain", help="pretrain the tiny backbone (VAE + UNet) on the tiny world")

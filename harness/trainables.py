@@ -63,7 +63,7 @@ def trained_method_config(method: str, task: str, variant: str | None, pairs: li
     if variant:
         if variant not in cls.spec_options:
             raise ValueError(f"{method} has no variant {variant!r}; variants: {', '.join(cls.spec_options) or 'none'}")
-        settings = variant_settings(variant)
+        settings.update(variant_settings(variant, cls.ablation_base))
         export = cls.shipped_checkpoint(task, variant)
     settings.update(typed_settings(pairs, config_cls))
     return config_cls(task=task, **settings), export

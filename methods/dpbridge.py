@@ -6,14 +6,14 @@ Losses: eps likelihood (Eq. 9) + image consistency through the frozen VAE decode
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal, Optional
 
 import torch
 import torch.nn.functional as F
 
-from methods.ablation import ABLATION_VARIANTS
+from methods.ablation import ABLATION_BASE, distinct_variants
 from methods.backbones import Backbone
 from methods.bridge import BridgeSchedule
 from methods.latent import CONFIG_FILE, LatentModel, config_from_dict, load_trained, per_sample_noise, \
@@ -126,6 +126,7 @@ class DPBridgeTiny(TrainedMethod):
 
     trainable = "dpbridge"
     checkpoint_stem = "dpbridge_tiny"
-    spec_options = {variant: ("depth",) for variant in ABLATION_VARIANTS}
+    spec_options = {variant: ("depth",) for variant in distinct_variants(ABLATION_BASE, asdict(DPBridgeConfig()))}
+    ablation_base = ABLATION_BASE  # the shipped tiny recipe (v, latent IC at every t)
     regenerate_hint = "python -m harness ablate --train (variant {variant}) or python -m harness train --method " \
                       "dpbridge_tiny --task {task}"

@@ -9,12 +9,13 @@ configs only, so a wrong folder fails before a weight is loaded.
 from __future__ import annotations
 
 import os
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Optional
 
+from methods.ablation import distinct_variants
 from methods.base import Method
-from methods.dpbridge import DPBridgeModel
+from methods.dpbridge import DPBridgeConfig, DPBridgeModel
 from methods.latent import read_config
 from methods.registry import register
 from methods.sd_backbone import SD_FAMILIES, check_backbone_family, read_json, resolve_backbone
@@ -38,10 +39,13 @@ class DPBridgeSD(TrainedMethod):
     regenerate_hint = ("python -m harness train --method {name} --task {task} --datasets hypersim,vkitti "
                        "[--backbone PATH]")
 
+    ablation_base: dict = {}  # the grid at scale starts from the paper's defaults (eps, pixel IC)
+    spec_options = {variant: ("depth",) for variant in distinct_variants({}, asdict(DPBridgeConfig()))}  # Table 3's grid, name[variant]
+
     def __init__(self, task, options):
         Method.__init__(self, task, options)
-        self.variant = "default"
-        self.checkpoint = Path(options.checkpoint or self.shipped_checkpoint(task, "default"))
+        self.variant = options.extra.get("spec_option") or "default"
+        self.checkpoint = Path(options.checkpoint or self.shipped_checkpoint(task, self.variant))
         if not (self.checkpoint / "trained_config.json").is_file():
             hint = self.regenerate_hint.format(name=self.name, task=task)
             raise FileNotFoundError(f"{self.name}: no trained checkpoint at {self.checkpoint} (trained_config.json "
@@ -55,7 +59,8 @@ class DPBridgeSD(TrainedMethod):
 
     @classmethod
     def shipped_checkpoint(cls, task: str, variant: str) -> Path:
-        return CHECKPOINT_ROOT / f"{cls.name}_{task}"
+        """Where `train` puts (and `run` finds) a checkpoint: <root>/<name>_<task>[_<variant>]."""
+        return CHECKPOINT_ROOT / (f"{cls.name}_{task}" + ("" if variant == "default" else f"_{variant}"))
 
     @classmethod
     def method_settings(cls, backbone: Optional[str] = None) -> dict:

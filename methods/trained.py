@@ -25,6 +25,7 @@ class TrainedMethod(Method):
 
     trainable: str = "?"
     checkpoint_stem: str = "?"
+    ablation_base: dict = {}  # settings every ablation variant starts from (methods.ablation.variant_settings)
     regenerate_hint: str = "python -m harness train --method {name} --task {task}"
 
     def __init__(self, task, options: RunOptions):

@@ -1,5 +1,7 @@
 """`ablate`: missing checkpoints named with their command, --train regenerates them, Table 3 from run folders."""
 import json
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -8,6 +10,7 @@ from harness.ablate import AblateConfig, ablate, missing_checkpoints
 
 CFG = AblateConfig(variants=("full", "ft"), baselines=("i2sb",), reference=False, steps=(1, 2), count=2,
                    iterations=1, batch_size=2)
+SD_DIR = Path(__file__).resolve().parents[1] / "methods"
 TINY_TRAINING = {"batch": 2, "pool_count": 2, "warmup": 1}
 
 
@@ -49,3 +52,36 @@ def test_train_then_table3_with_design_columns(weights, tmp_path):
     path.write_text(json.dumps(record))
     with pytest.raises(ValueError, match="not trained with the settings of variant ft"):
         ablate(CFG, "out2", progress=False)
+
+
+def test_the_grid_at_scale_starts_from_the_paper_defaults(tmp_path, monkeypatch):
+    """dpbridge_sd21's grid: variants overlay the paper's defaults (eps, pixel IC) and keep the backbone; its rows
+    train on HyperSim + Virtual KITTI with the method's preset and are scored on NYUv2 and KITTI."""
+    sys.path.insert(0, str(SD_DIR))
+    from sd_fixtures import write_tiny_sd
+
+    import methods.dpbridge_sd as dpbridge_sd
+    from harness.ablate import checkpoint_of, train_command
+    from harness.trainables import trained_method_config
+
+    backbone = write_tiny_sd(tmp_path / "sd21")
+    monkeypatch.setattr(dpbridge_sd, "CHECKPOINT_ROOT", tmp_path / "checkpoints")
+    cfg = AblateConfig(method="dpbridge_sd21", backbone=str(backbone), variants=("ft",))
+    assert cfg.dataset_names() == ("nyuv2", "kitti") and cfg.baseline_rows() == () and cfg.budget() is None
+    assert checkpoint_of("dpbridge_sd21[ft]") == tmp_path / "checkpoints" / "dpbridge_sd21_depth_ft"
+    assert train_command("dpbridge_sd21[ft]", cfg) == (f"python -m harness train --method dpbridge_sd21 --task depth "
+                                                       f"--variant ft --datasets hypersim,vkitti --backbone {backbone}")
+    method_cfg, export = trained_method_config("dpbridge_sd21", "depth", "ft", [], str(backbone))
+    assert (method_cfg.parameterization, method_cfg.dan, method_cfg.image_consistency) == ("eps", "off", "off")
+    assert method_cfg.backbone == str(backbone) and method_cfg.processing_res == 768
+    assert export == tmp_path / "checkpoints" / "dpbridge_sd21_depth_ft"
+    full, _ = trained_method_config("dpbridge_sd21", "depth", "full", [], str(backbone))
+    assert (full.parameterization, full.image_consistency, full.ic_max_k) == ("eps", "pixel", 759)
+    from methods.dpbridge import DPBridgeTiny
+
+    assert "ic_latent" in dpbridge_sd.DPBridgeSD21.spec_options and "ic_pixel" not in dpbridge_sd.DPBridgeSD21.spec_options
+    assert "ic_pixel" in DPBridgeTiny.spec_options and "ic_latent" not in DPBridgeTiny.spec_options  # = full there
+    with pytest.raises(ValueError, match="baselines i2sb are tiny-world models"):
+        AblateConfig(method="dpbridge_sd21", baselines=("i2sb",)).baseline_rows()
+    with pytest.raises(FileNotFoundError, match="dpbridge_sd21_depth_ft"):
+        ablate(cfg, str(tmp_path / "out"))
