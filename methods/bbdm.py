@@ -6,12 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-import torch
-import torch.nn.functional as F
-
-from methods.backbones import Backbone
-from methods.latent import NUM_TIMESTEPS, LatentModel, register_trainable
-from methods.processes import BBDMSchedule, run_sampler
+from methods.image_bridge import ImageBridgeModel
+from methods.latent import NUM_TIMESTEPS, register_trainable
+from methods.processes import BBDMSchedule
 from methods.registry import register
 from methods.trained import TrainedMethod
 
@@ -28,34 +25,14 @@ class BBDMConfig:
 
 
 @register_trainable("bbdm")
-class BBDMModel(LatentModel):
+class BBDMModel(ImageBridgeModel):
+    """Output: x_t - x_0 (BBDM's "grad" objective)."""
+
     config_cls = BBDMConfig
+    loss_name = "l_bbdm"
 
-    def __init__(self, backbone: Backbone, cfg: BBDMConfig, widen: bool = True):
-        super().__init__(backbone, cfg, widen)
-        self.schedule = BBDMSchedule(T=NUM_TIMESTEPS, max_var=cfg.max_var)
-
-    def draw_times(self, n, gen):
-        return torch.randint(1, NUM_TIMESTEPS + 1, (n,), generator=gen)
-
-    def output(self, x_t, y, t):
-        """The network's x_t - x_0 estimate; x_t, y [B,4,h,w], t int64 [B] in 1..T."""
-        cond = y if self.cfg.cond_image else torch.zeros_like(y)
-        return self.net(cond, x_t, t - 1)
-
-    def loss(self, x_T, x_0, target, valid, t, noise):
-        x_t = self.schedule.q_sample(x_0, x_T, t, noise)
-        loss = F.mse_loss(self.output(x_t, x_T, t), self.schedule.target(x_t, x_0, t))
-        return {"loss": loss, "l_bbdm": loss.detach()}
-
-    def sample_latent(self, x_T, steps, eta, noise_fn):
-        def x0_fn(x, t):
-            return self.schedule.x0_from_output(x, self.output(x, x_T, t), t)
-
-        def step(x, x0_hat, t, s, eta_, z):
-            return self.schedule.step(x, x0_hat, t, s, eta_, z, y=x_T)
-
-        return run_sampler(x0_fn, step, x_T, steps, noise_fn, eta, NUM_TIMESTEPS)
+    def make_schedule(self, cfg):
+        return BBDMSchedule(T=NUM_TIMESTEPS, max_var=cfg.max_var)
 
 
 @register("bbdm")

@@ -19,6 +19,7 @@ from typing import Callable, Optional
 import torch
 
 from methods.backbones import WEIGHTS_DIR, Backbone, load_backbone, widen_conv_in
+from methods.registry import registrar
 from methods.targets import depth_from_image, normals_from_image
 
 CONFIG_FILE = "trained_config.json"
@@ -26,17 +27,7 @@ NUM_TIMESTEPS = 1000  # T: SD's DDPM time; every process here discretises [0, T]
 
 # name -> model class; filled by @register_trainable. The decorator is the only place a trainable name is written.
 TRAINABLE: dict[str, type] = {}
-
-
-def register_trainable(name: str):
-    def add(cls: type) -> type:
-        if name in TRAINABLE:
-            raise ValueError(f"trainable name {name!r} is registered twice")
-        cls.trainable_name = name
-        TRAINABLE[name] = cls
-        return cls
-
-    return add
+register_trainable = registrar(TRAINABLE, "trainable", "trainable_name")
 
 
 def config_from_dict(cls: type, data: dict, what: str):

@@ -76,8 +76,9 @@ class I2SBSchedule:
     def x0_from_output(self, x_t, out, t):
         return x_t - _at(self.var_fwd, t, x_t).sqrt() * out
 
-    def step(self, x, x0_hat, t: int, s: int, eta: float, z):
-        """Posterior q(x_s | x_0, x_t) of the Brownian motion from x_0 (I2SB's p_posterior), noise x eta."""
+    def step(self, x, x0_hat, t: int, s: int, eta: float, z, y=None):
+        """Posterior q(x_s | x_0, x_t) of the Brownian motion from x_0 (I2SB's p_posterior), noise x eta; the
+        image latent ``y`` does not enter (the posterior is independent of x_1 given x_t)."""
         vt, vs = float(self.var_fwd[t]), float(self.var_fwd[s])
         out = (vt - vs) / vt * x0_hat + vs / vt * x
         if z is not None and eta > 0:

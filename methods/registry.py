@@ -8,14 +8,20 @@ from __future__ import annotations
 METHODS: dict[str, type] = {}
 
 
-def register(name: str):
-    """Class decorator adding a method under ``name`` (unique); sets ``cls.name``."""
+def registrar(table: dict, kind: str, attribute: str = "name"):
+    """A class decorator factory adding entries to ``table`` under unique names (set as ``cls.<attribute>``)."""
 
-    def add(cls: type) -> type:
-        if name in METHODS:
-            raise ValueError(f"method name {name!r} is registered twice ({METHODS[name].__name__}, {cls.__name__})")
-        cls.name = name
-        METHODS[name] = cls
-        return cls
+    def register(name: str):
+        def add(cls: type) -> type:
+            if name in table:
+                raise ValueError(f"{kind} name {name!r} is registered twice ({table[name].__name__}, {cls.__name__})")
+            setattr(cls, attribute, name)
+            table[name] = cls
+            return cls
 
-    return add
+        return add
+
+    return register
+
+
+register = registrar(METHODS, "method")  # @register("name") on a Method subclass
