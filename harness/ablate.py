@@ -18,6 +18,7 @@ from typing import Optional
 
 import pandas as pd
 
+from harness.claims import claims, claims_markdown
 from harness.distributed import processes
 from harness.run import RESULTS_DIR, RunConfig, run
 from harness.runio import atomic_write_text
@@ -174,6 +175,9 @@ def ablate(cfg: AblateConfig, output: Optional[str] = None, train_missing: bool 
     table = pd.concat(tables, ignore_index=True)
     atomic_write_text(folder / "table3.csv", table.to_csv(index=False))
     atomic_write_text(folder / "table3.md", render_markdown(table))
+    found, skipped = claims(folder, cfg.steps)
+    atomic_write_text(folder / "claims.csv", found.to_csv(index=False))
+    atomic_write_text(folder / "claims.md", claims_markdown(found, skipped))
     return folder, table
 
 

@@ -178,7 +178,8 @@ def cmd_ablate(args) -> int:
     if table is None:  # launched on several processes: the first one prints
         return 0
     print((folder / "table3.md").read_text())
-    print(f"tables: {folder}/table3.csv, table3.md; runs: {folder}/steps<N>/<row>/")
+    print((folder / "claims.md").read_text())
+    print(f"tables: {folder}/table3.csv, table3.md, claims.csv, claims.md; runs: {folder}/steps<N>/<row>/")
     return 0
 
 

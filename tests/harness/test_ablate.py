@@ -41,6 +41,14 @@ def test_train_then_table3_with_design_columns(weights, tmp_path):
     assert (i2sb.finetune, i2sb.dan) == (False, "-")
     md = (folder / "table3.md").read_text()
     assert "| ft | ✓ | off | off | 1 |" in md and "**2 steps**" in md
+    # the paper's claims as paired comparisons of the rows present; the others are named as not measured
+    import pandas as pd
+
+    claims = pd.read_csv(folder / "claims.csv")
+    assert set(zip(claims.row_a, claims.row_b)) == {("i2sb", "full")} and set(claims.steps) == {1, 2}
+    assert ((claims.ci_low <= claims.b_minus_a) & (claims.b_minus_a <= claims.ci_high)).all()
+    text = (folder / "claims.md").read_text()
+    assert "| 2 | DPBridge beats I2SB" in text and "not measured: DAN helps, with image consistency" in text
     # a second call trains nothing and reads the finished runs: the same table
     before = (folder / "table3.csv").read_text()
     ablate(CFG, "out", progress=False)

@@ -1,0 +1,72 @@
+"""The paper's claims about Table 3 and its baselines, as paired comparisons between ablation rows.
+
+Each claim names two rows of one ablation folder (``<folder>/steps<N>/<row>``) and is answered by the paired
+bootstrap of `compare` (same images, B - A): the difference, its 95% interval, and whether it excludes zero.
+A claim whose rows were not evaluated is left out (and said so), never guessed.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from harness.compare import compare
+from harness.metrics import METRIC_INFO
+
+# (row A, row B, the question; B is the paper's better row)
+CLAIMS = (
+    ("scratch", "full", "fine-tuning beats training from scratch (Table 3 row 1 vs the full method)"),
+    ("ft_ic", "full", "DAN helps, with image consistency (rows 3 vs 5)"),
+    ("ft", "ft_dan", "DAN helps, without image consistency (rows 2 vs 4)"),
+    ("ft_dan", "full", "image consistency helps, with DAN (rows 4 vs 5)"),
+    ("ft", "ft_ic", "image consistency helps, without DAN (rows 2 vs 3)"),
+    ("dan_b", "full", "DAN-A beats DAN-B (open choice)"),
+    ("ic_pixel", "full", "image consistency on latents beats pixels (open choice of the tiny recipe)"),
+    ("i2sb", "full", "DPBridge beats I2SB (same budget, same latent space)"),
+    ("bbdm", "full", "DPBridge beats BBDM (same budget, same latent space)"),
+    ("marigold_tiny", "full", "DPBridge beats noise-to-map diffusion (same backbone, same budget)"),
+)
+CLAIM_METRICS = ("abs_rel", "delta1")
+
+
+def claims(folder: Path, steps: tuple[int, ...]) -> tuple[pd.DataFrame, list[str]]:
+    """Tidy claim rows (steps, claim, metric, a, b, b_minus_a, ci_low, ci_high, b_better, distinguishable) and the
+    claims left out for want of rows."""
+    rows, skipped = [], []
+    for n in steps:
+        for a, b, question in CLAIMS:
+            run_a, run_b = folder / f"steps{n}" / a, folder / f"steps{n}" / b
+            if not ((run_a / "summary.csv").is_file() and (run_b / "summary.csv").is_file()):  # finished runs
+                skipped.append(f"{question} at {n} steps: rows {a} / {b} not evaluated")
+                continue
+            table = compare(run_a, run_b)
+            for r in table[table.metric.isin(CLAIM_METRICS)].to_dict("records"):
+                lower = METRIC_INFO["depth"][r["metric"]].direction == "lower"
+                rows.append({"steps": n, "claim": question, "row_a": a, "row_b": b, "dataset": r["dataset"],
+                             "metric": r["metric"], "a": r["a"], "b": r["b"], "b_minus_a": r["b_minus_a"],
+                             "ci_low": r["ci_low"], "ci_high": r["ci_high"],
+                             "b_better": (r["b_minus_a"] < 0) == lower, "distinguishable": r["distinguishable"]})
+    return pd.DataFrame(rows), skipped
+
+
+def verdict(row) -> str:
+    if not row.distinguishable:
+        return "not distinguishable"
+    return "yes" if row.b_better else "no, the opposite"
+
+
+def claims_markdown(table: pd.DataFrame, skipped: list[str]) -> str:
+    """One line per (steps, claim): AbsRel and delta1 of both rows (x100), B - A with its paired interval."""
+    lines = ["| steps | claim (A -> B) | AbsRel ×100 A / B | B - A [95%] | δ1 ×100 A / B | B - A [95%] | holds? |",
+             "|---|---|---|---|---|---|---|"]
+    for (n, claim), cell in table.groupby(["steps", "claim"], sort=False):
+        m = {r.metric: r for r in cell.itertuples()}
+        if not set(CLAIM_METRICS) <= set(m):
+            continue
+        ab, d1 = m["abs_rel"], m["delta1"]
+        fmt = lambda r: f"{100 * r.b_minus_a:+.1f} [{100 * r.ci_low:+.1f}, {100 * r.ci_high:+.1f}]"  # noqa: E731
+        holds = verdict(ab) if verdict(ab) == verdict(d1) else f"AbsRel: {verdict(ab)}; δ1: {verdict(d1)}"
+        lines.append(f"| {n} | {claim} ({ab.row_a} -> {ab.row_b}) | {100 * ab.a:.1f} / {100 * ab.b:.1f} | {fmt(ab)} | "
+                     f"{100 * d1.a:.1f} / {100 * d1.b:.1f} | {fmt(d1)} | {holds} |")
+    notes = "".join(f"\n- not measured: {s}" for s in skipped)
+    return "\n".join(lines) + "\n" + notes + ("\n" if notes else "")
