@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Optional
 
 from methods.ablation import distinct_variants
-from methods.base import Method
 from methods.dpbridge import DPBridgeConfig, DPBridgeModel
 from methods.latent import read_config
 from methods.registry import register
@@ -40,22 +39,11 @@ class DPBridgeSD(TrainedMethod):
                        "[--backbone PATH]")
 
     ablation_base: dict = {}  # the grid at scale starts from the paper's defaults (eps, pixel IC)
-    spec_options = {variant: ("depth",) for variant in distinct_variants({}, asdict(DPBridgeConfig()))}  # Table 3's grid, name[variant]
+    # Table 3's grid, name[variant]
+    spec_options = {variant: ("depth",) for variant in distinct_variants({}, asdict(DPBridgeConfig()))}
 
-    def __init__(self, task, options):
-        Method.__init__(self, task, options)
-        self.variant = options.extra.get("spec_option") or "default"
-        self.checkpoint = Path(options.checkpoint or self.shipped_checkpoint(task, self.variant))
-        if not (self.checkpoint / "trained_config.json").is_file():
-            hint = self.regenerate_hint.format(name=self.name, task=task)
-            raise FileNotFoundError(f"{self.name}: no trained checkpoint at {self.checkpoint} (trained_config.json "
-                                    f"missing). Train one with `{hint}` or pass --checkpoint DIR.")
-        cls, cfg = checked_checkpoint(self.checkpoint, self.family, self.name)
-        if cfg.task != task:
-            raise ValueError(f"checkpoint {self.checkpoint} was trained for {cfg.task}, not {task}")
-        self.model = cls.from_folder(self.checkpoint, cfg).eval().to(options.device)
-        self.steps = options.steps or cfg.default_steps
-        self.model.check_steps(self.steps)
+    def checked_config(self, folder: Path):
+        return checked_checkpoint(folder, self.family, self.name)
 
     @classmethod
     def shipped_checkpoint(cls, task: str, variant: str) -> Path:

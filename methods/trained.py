@@ -14,7 +14,7 @@ import torch
 
 from methods.backbones import WEIGHTS_DIR
 from methods.base import Method, OutputContract, RunOptions
-from methods.latent import load_trained, map_from_image
+from methods.latent import CONFIG_FILE, map_from_image, read_config
 
 ABLATION_DIR = WEIGHTS_DIR / "ablation"
 
@@ -32,15 +32,23 @@ class TrainedMethod(Method):
         super().__init__(task, options)
         self.variant = options.extra.get("spec_option") or "default"
         self.checkpoint = Path(options.checkpoint or self.shipped_checkpoint(task, self.variant))
-        if not self.checkpoint.exists():
+        if not (self.checkpoint / CONFIG_FILE).is_file():
             hint = self.regenerate_hint.format(name=self.name, task=task, variant=self.variant)
-            raise FileNotFoundError(f"{self.name}: checkpoint folder {self.checkpoint} does not exist. "
-                                    f"Regenerate it with `{hint}` or pass --checkpoint DIR.")
-        self.model = load_trained(self.checkpoint, expect=self.trainable).to(options.device)
-        if self.model.cfg.task != task:
-            raise ValueError(f"checkpoint {self.checkpoint} was trained for {self.model.cfg.task}, not {task}")
-        self.steps = options.steps or self.model.cfg.default_steps
+            raise FileNotFoundError(f"{self.name}: no trained checkpoint at {self.checkpoint} ({CONFIG_FILE} "
+                                    f"missing). Regenerate it with `{hint}` or pass --checkpoint DIR.")
+        cls, cfg = self.checked_config(self.checkpoint)  # from JSON only: a wrong checkpoint fails before loading
+        if cfg.task != task:
+            raise ValueError(f"checkpoint {self.checkpoint} was trained for {cfg.task}, not {task}")
+        self.model = cls.from_folder(self.checkpoint, cfg).to(options.device)
+        self.steps = options.steps or cfg.default_steps
         self.model.check_steps(self.steps)
+
+    def checked_config(self, folder: Path) -> tuple[type, object]:
+        """(model class, config) of a checkpoint of this method's process; subclasses check more."""
+        cls, cfg = read_config(folder)
+        if cls.trainable_name != self.trainable:
+            raise ValueError(f"checkpoint {folder} is a {cls.trainable_name} checkpoint, not {self.trainable}")
+        return cls, cfg
 
     @classmethod
     def shipped_checkpoint(cls, task: str, variant: str) -> Path:
