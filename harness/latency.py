@@ -157,16 +157,17 @@ def latency_study(cfg: LatencyConfig, output: Optional[str] = None, progress: bo
         dataset = build_with_root(ds_name, roots)
         samples = [dataset.load(i) for i in dataset.ids()[:cfg.count]]
         for name in (m for m in cfg.methods if dataset.spec.task in method_tasks(m)):
+            options = RunOptions(eta=cfg.eta, device=cfg.device, dtype=cfg.dtype,
+                                 channels_last=cfg.channels_last, compile=cfg.compile)
+            method = build_method(name, dataset.spec.task, options)  # built once: the step counts reuse it
+            contract = method.contract
+            if not contract.stochastic or contract.default_steps is None:
+                raise ValueError(f"method {name!r} has no sampling steps; latency against steps applies to "
+                                 f"diffusion methods only")
+            res = contract.processing_res or dataset.spec.processing_res
+            size = processing_size(*samples[0].rgb.shape[:2], res, contract.size_multiple)
             for steps in cfg.steps:
-                options = RunOptions(steps=int(steps), eta=cfg.eta, device=cfg.device, dtype=cfg.dtype,
-                                     channels_last=cfg.channels_last, compile=cfg.compile)
-                method = build_method(name, dataset.spec.task, options)
-                contract = method.contract
-                if not contract.stochastic or contract.default_steps is None:
-                    raise ValueError(f"method {name!r} has no sampling steps; latency against steps applies to "
-                                     f"diffusion methods only")
-                res = contract.processing_res or dataset.spec.processing_res
-                size = processing_size(*samples[0].rgb.shape[:2], res, contract.size_multiple)
+                method.use_steps(int(steps))
                 lat, rate, preds, kind, mib = measure_cell(method, samples, size, cfg)
                 metric, value, lo, hi = quality(method, dataset, samples, preds)
                 records.append(cell_record(name, dataset, int(steps), size, lat, kind, mib, metric, value, lo, hi,

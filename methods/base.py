@@ -77,6 +77,11 @@ class Method:
         """
         raise NotImplementedError
 
+    def use_steps(self, steps: int) -> None:
+        """Sample with ``steps`` from now on (a sweep over steps need not reload the network); methods without
+        sampling steps refuse."""
+        raise ValueError(f"method {self.name!r} has no sampling steps")
+
     def describe(self) -> dict:
         """Method, variant, checkpoint and settings: recorded in the manifest and every row."""
         return {"method": self.name, "variant": "default", "checkpoint": "-", "steps": 0, "eta": 0.0}

@@ -138,6 +138,9 @@ class Marigold(Method):
             out.append(result.prediction.float())  # [1,C,H,W]
         return torch.cat(out).to(rgb.device)
 
+    def use_steps(self, steps: int) -> None:
+        self.steps = steps
+
     def describe(self) -> dict:
         return {"method": self.name, "variant": "default", "checkpoint": str(self.checkpoint), "steps": self.steps,
                 "eta": 0.0, "ensemble_size": self.ensemble_size, "dtype": self.options.dtype,

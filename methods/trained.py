@@ -40,8 +40,11 @@ class TrainedMethod(Method):
         if cfg.task != task:
             raise ValueError(f"checkpoint {self.checkpoint} was trained for {cfg.task}, not {task}")
         self.model = cls.from_folder(self.checkpoint, cfg).to(options.device)
-        self.steps = options.steps or cfg.default_steps
-        self.model.check_steps(self.steps)
+        self.use_steps(options.steps or cfg.default_steps)
+
+    def use_steps(self, steps: int) -> None:
+        self.model.check_steps(steps)
+        self.steps = steps
 
     def checked_config(self, folder: Path) -> tuple[type, object]:
         """(model class, config) of a checkpoint of this method's process; subclasses check more."""
