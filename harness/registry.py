@@ -43,6 +43,7 @@ _ENTRY_MODULES = (
     "methods.i2sb",
     "methods.bbdm",
     "methods.marigold_tiny",
+    "methods.regressor_tiny",
     "methods.saved",
     "harness.perturb",
 )

@@ -21,7 +21,7 @@ from harness.tables import markdown_tables
 from methods.base import RunOptions
 
 RESULTS_DIR = Path(__file__).resolve().parents[1] / "results"
-DEFAULT_METHODS = ("dpbridge_tiny", "constant", "ramp", "train_mean")
+DEFAULT_METHODS = ("dpbridge_tiny", "regressor_tiny", "constant", "ramp", "train_mean")
 DEFAULT_DATASETS = ("synthetic", "synthetic_normals")
 
 

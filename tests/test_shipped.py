@@ -9,7 +9,8 @@ from methods.backbones import WEIGHTS_DIR, load_backbone
 from methods.dpbridge import load_checkpoint
 
 MAX_BYTES = 10 * 1024 * 1024
-FOLDERS = ["tiny_backbone", "dpbridge_tiny_depth", "dpbridge_tiny_normals"]
+FOLDERS = ["tiny_backbone", "dpbridge_tiny_depth", "dpbridge_tiny_normals", "regressor_tiny_depth",
+           "regressor_tiny_normals"]
 
 
 @pytest.mark.parametrize("name", FOLDERS)

@@ -1,4 +1,4 @@
-"""I2SB, BBDM and the noise-to-map baseline: train -> export -> load -> predict through the shared code path."""
+"""I2SB, BBDM, the noise-to-map and the one-step regression baselines: train -> export -> load -> predict through the shared code path."""
 import pytest
 import torch
 
@@ -9,8 +9,10 @@ from methods.dpbridge import DPBridgeConfig, DPBridgeTiny
 from methods.i2sb import I2SB, I2SBConfig
 from methods.latent import load_trained
 from methods.marigold_tiny import MarigoldTiny, MarigoldTinyConfig
+from methods.regressor_tiny import RegressorTiny, RegressorTinyConfig
 
-CASES = [(I2SB, I2SBConfig), (BBDM, BBDMConfig), (MarigoldTiny, MarigoldTinyConfig)]
+CASES = [(I2SB, I2SBConfig), (BBDM, BBDMConfig), (MarigoldTiny, MarigoldTinyConfig),
+         (RegressorTiny, RegressorTinyConfig)]
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +38,7 @@ def trained(tmp_path_factory, tiny_backbone_dir):
 
 @pytest.mark.parametrize("method,config", CASES)
 def test_from_scratch_unless_finetuned(method, config):
-    assert config().finetune == (method.trainable == "marigold_tiny")
+    assert config().finetune == (method.trainable in ("marigold_tiny", "regressor_tiny"))
 
 
 @pytest.mark.parametrize("method", [c[0] for c in CASES])
@@ -99,3 +101,26 @@ def test_ablation_variant_names_its_missing_checkpoint(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError, match=r"ablate --train"):
         DPBridgeTiny("depth", RunOptions(extra={"spec_option": "scratch"}))
     assert DPBridgeConfig().finetune
+
+
+def test_regressor_is_one_call_independent_of_seed_and_steps(trained):
+    rgb = torch.rand(2, 3, 32, 32) * 2 - 1
+    one = RegressorTiny("depth", RunOptions(steps=1, checkpoint=str(trained[RegressorTiny])))
+    ten = RegressorTiny("depth", RunOptions(steps=10, checkpoint=str(trained[RegressorTiny])))
+    calls = []
+    hook = ten.model.unet.register_forward_hook(lambda *a: calls.append(1))
+    a = one.predict(rgb, [torch.Generator().manual_seed(i) for i in (0, 1)])
+    b = ten.predict(rgb, [torch.Generator().manual_seed(i) for i in (7, 8)])
+    hook.remove()
+    assert torch.equal(a, b) and len(calls) == 1
+    assert not one.contract.stochastic and one.describe()["network_calls_per_image"] == 1
+
+
+def test_regressor_loss_is_the_latent_mse_of_its_output(trained):
+    model = load_trained(trained[RegressorTiny])
+    x_T, x_0 = torch.randn(2, 4, 8, 8), torch.randn(2, 4, 8, 8)
+    t, noise = torch.tensor([5, 600]), torch.randn(2, 4, 8, 8)
+    with torch.no_grad():
+        losses = model.loss(x_T, x_0, None, None, t, noise)
+        assert torch.allclose(losses["loss"], ((model.regress(x_T) - x_0) ** 2).mean())
+        assert torch.equal(model.loss(x_T, x_0, None, None, t + 100, torch.randn_like(noise))["loss"], losses["loss"])
