@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from methods.ablation import ABLATION_BASE, distinct_variants
 from methods.backbones import Backbone
 from methods.bridge import BridgeSchedule
-from methods.latent import CONFIG_FILE, LatentModel, config_from_dict, load_trained, per_sample_noise, \
+from methods.latent import CONFIG_FILE, NUM_TIMESTEPS, LatentModel, config_from_dict, load_trained, per_sample_noise, \
     register_trainable
 from methods.registry import register
 from methods.trained import TrainedMethod
@@ -44,6 +44,9 @@ class DPBridgeConfig:
     ic_subbatch: int = 4  # decode at most this many x0_hat per step for IC (0 = all); decoder cost on CPU
     lambda_eps: float = 1.0
     lambda_ic: float = 1.0
+    # Fraction of training times drawn at the top, t = T-1, where the sampler's first step regresses the map from
+    # the image; the rest ~ U{1..T-1}. 0 = the paper's uniform draw.
+    top_t_fraction: float = 0.0
     default_steps: int = 10  # sampling steps when the user gives none (paper tables: 50)
     processing_res: int = 64  # long side the method sees (tiny world: 64; SD: 768 or the dataset's)
 
@@ -73,6 +76,14 @@ class DPBridgeModel(LatentModel):
         return self.schedule.eps_from_v(x_t, x_T, out, t)
 
     # ---- training (Algorithm 1)
+    def draw_times(self, n: int, gen: torch.Generator) -> torch.Tensor:
+        """int64 [n]: t ~ U{1..T-1}, except a ``top_t_fraction`` share of the draws at t = T-1."""
+        t = super().draw_times(n, gen)
+        if self.cfg.top_t_fraction > 0:
+            top = torch.rand(n, generator=gen) < self.cfg.top_t_fraction
+            t = torch.where(top, torch.full_like(t, NUM_TIMESTEPS - 1), t)
+        return t
+
     def loss(self, x_T: torch.Tensor, x_0: torch.Tensor, target: torch.Tensor, valid: torch.Tensor,
              t: torch.Tensor, noise: torch.Tensor) -> dict[str, torch.Tensor]:
         """x_T, x_0, noise [B,4,h,w]; target [B,3,H,W] in [-1,1]; valid bool [B,1,H,W]; t int64 [B] in 1..T-1."""

@@ -32,6 +32,16 @@ def test_loss_terms_and_gradients(tiny_backbone_dir):
     assert all(p.grad is None for p in model.vae.parameters())  # frozen VAE
 
 
+def test_top_t_fraction_moves_that_share_of_training_times_to_t_T_minus_1(tiny_backbone_dir):
+    uniform, topped = _model(tiny_backbone_dir), _model(tiny_backbone_dir, top_t_fraction=0.5)
+    base = uniform.draw_times(4000, torch.Generator().manual_seed(3))
+    assert base.min() >= 1 and base.max() <= 999 and (base == 999).float().mean() < 0.01  # the paper's U{1..999}
+    t = topped.draw_times(4000, torch.Generator().manual_seed(3))
+    assert t.min() >= 1 and t.max() <= 999
+    assert abs((t == 999).float().mean().item() - 0.5) < 0.03
+    assert torch.equal(t[t != 999], base[t != 999])  # the rest is the uniform draw itself
+
+
 def test_image_consistency_skipped_when_no_sample_is_well_conditioned(tiny_backbone_dir):
     model = _model(tiny_backbone_dir)
     z = torch.randn(2, 4, 16, 16)
