@@ -31,12 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--datasets", help="comma-separated dataset names, or all (default: the tiny world, depth and "
                    "normals); your own data: folder:DIR or folder[normals]:DIR (see README)")
     r.add_argument("--steps", type=int, help="sampling steps (default: each method's own)")
-    r.add_argument("--eta", type=float, default=0.0)
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--batch-size", type=int, default=8)
-    r.add_argument("--device", default="cpu")
-    r.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"),
-                   help="autocast dtype for the network (float32 = no autocast)")
     r.add_argument("--count", type=int, help="only the first N samples of each dataset")
     r.add_argument("--checkpoint", metavar="DIR", help="trained checkpoint folder for the method that loads one "
                    "(dpbridge_sd15/sd21: from `train`; marigold: a Marigold folder); name one such method per run")
@@ -52,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--output", help="run folder (default: results/runs/run-<settings hash>)")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
     add_data_options(r)
+    add_device_options(r)
     add_inference_options(r)
 
     rb = sub.add_parser("robustness", help="Table 4: methods under input noise beside their clean scores")
@@ -141,13 +138,11 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--output", help="folder for the maps (default: results/predict/<method>__<task>); existing "
                     "outputs are skipped, never overwritten")
     pr.add_argument("--steps", type=int, help="sampling steps (default: the method's own)")
-    pr.add_argument("--eta", type=float, default=0.0)
     pr.add_argument("--seed", type=int, default=0)
     pr.add_argument("--batch-size", type=int, default=8)
-    pr.add_argument("--device", default="cpu")
-    pr.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
     pr.add_argument("--processing-res", type=int, help="long side the method sees (default: the method's; 0 = native)")
     pr.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_device_options(pr)
 
     fg = sub.add_parser("figures", help="qualitative grids (input | GT | methods, error maps) from runs' cached "
                         "predictions")

@@ -10,7 +10,7 @@ Easier than You Think", 2024), which also feed the UNet the image latent at the 
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import torch
@@ -60,7 +60,7 @@ class RegressorTiny(TrainedMethod):
 
     @property
     def contract(self) -> OutputContract:
-        return OutputContract(**{**asdict(super().contract), "stochastic": False})
+        return replace(super().contract, stochastic=False)
 
     def describe(self) -> dict:
         return {**super().describe(), "network_calls_per_image": 1}
