@@ -37,7 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--checkpoint", metavar="DIR", help="trained checkpoint folder for the method that loads one "
                    "(dpbridge_sd15/sd21: from `train`; marigold: a Marigold folder); name one such method per run")
     r.add_argument("--ensemble", type=int, default=0, metavar="N",
-                   help="predictions per image averaged by methods that ensemble (marigold); 0 = the method's default")
+                   help="samples averaged per image by the stochastic methods (DPBridge, I2SB, BBDM, Marigold; "
+                        "the mean of the decoded maps for the ones trained here); 0 = the method's default (one)")
     r.add_argument("--allow-missing", action="store_true",
                    help="saved predictions: score the samples that have a file and report how many were missing")
     r.add_argument("--continue-on-error", action="store_true",

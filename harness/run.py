@@ -45,7 +45,7 @@ class RunConfig:
     compile: bool = False  # torch.compile the networks (methods.inference)
     continue_on_error: bool = False  # record failing samples as failed rows (harness.failures); not in the key
     checkpoint: Optional[str] = None  # trained checkpoint folder of the methods that load one (dpbridge_sd21, marigold)
-    ensemble_size: int = 0  # predictions averaged per image by methods that ensemble (marigold); 0 = the method's
+    ensemble_size: int = 0  # samples averaged per image by stochastic methods (marigold, the trained ones); 0 = the method's
 
 
 def config_key(cfg: RunConfig) -> str:
@@ -111,6 +111,15 @@ def claim_folder(folder: Path, record: dict) -> None:
         require_shared(folder / "manifest.json")
 
 
+def changed_weights(previous: dict, record: dict) -> list[str]:
+    """The method folders whose weights differ between two manifests (a folder made before fingerprints were
+    recorded cannot be checked and counts as changed when the new record has one)."""
+    before = previous.get("methods", {})
+    return sorted(name for name, info in record.get("methods", {}).items()
+                  if info.get("weights_fingerprint") and name in before
+                  and before[name].get("weights_fingerprint") != info["weights_fingerprint"])
+
+
 def claim_folder_alone(folder: Path, record: dict) -> None:
     path = folder / "manifest.json"
     if path.is_file():
@@ -119,6 +128,12 @@ def claim_folder_alone(folder: Path, record: dict) -> None:
             raise FileExistsError(
                 f"{folder} holds results of a run with other settings (config {previous.get('config_key')}, this "
                 f"run {record['config_key']}). Choose another --output or move that folder away; nothing was changed.")
+        changed = changed_weights(previous, record)
+        if changed:
+            raise FileExistsError(
+                f"{folder} holds predictions of other weights for {', '.join(changed)} (a retrained or replaced "
+                f"checkpoint: its weights_fingerprint in manifest.json differs). Resuming would mix them; choose "
+                f"another --output or move that folder away; nothing was changed.")
         return
     if folder.exists() and any(folder.iterdir()):
         raise FileExistsError(f"{folder} exists and is not a run folder; choose another --output")

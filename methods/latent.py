@@ -148,11 +148,20 @@ class LatentModel(torch.nn.Module):
     # ---- inference
     @torch.inference_mode()
     def predict_image(self, rgb: torch.Tensor, steps: int, eta: float,
-                      generators: list[torch.Generator]) -> torch.Tensor:
-        """rgb [B,3,H,W] in [-1,1] -> decoded map image [B,3,H,W]; one generator per image."""
+                      generators: list[torch.Generator], ensemble: int = 1) -> torch.Tensor:
+        """rgb [B,3,H,W] in [-1,1] -> decoded map image [B,3,H,W]; one generator per image.
+
+        ensemble > 1: that many samples per image, drawn one after another from the image's generator, averaged
+        as decoded images (depth: the normalised [-1, 1] map; normals: the vectors, renormalised by the caller)."""
         self.check_steps(steps)
+        if ensemble < 1:
+            raise ValueError(f"ensemble must be >= 1, got {ensemble}")
         x_T = self.encode(rgb)  # image latent, encoded once
-        return self.decode(self.sample_latent(x_T, steps, eta, per_sample_noise(x_T, generators)))
+        noise = per_sample_noise(x_T, generators)
+        total = self.decode(self.sample_latent(x_T, steps, eta, noise))
+        for _ in range(ensemble - 1):
+            total = total + self.decode(self.sample_latent(x_T, steps, eta, noise))
+        return total / ensemble
 
 
 def save_config(model: LatentModel, folder: Path) -> None:

@@ -18,6 +18,7 @@ from typing import Optional
 import torch
 
 from methods.base import Method, OutputContract, RunOptions
+from methods.fingerprint import weights_fingerprint
 from methods.registry import register
 
 PIPELINES = {"depth": "MarigoldDepthPipeline", "normals": "MarigoldNormalsPipeline"}
@@ -142,7 +143,8 @@ class Marigold(Method):
         self.steps = steps
 
     def describe(self) -> dict:
-        return {"method": self.name, "variant": "default", "checkpoint": str(self.checkpoint), "steps": self.steps,
+        return {"method": self.name, "variant": "default", "checkpoint": str(self.checkpoint),
+                "weights_fingerprint": weights_fingerprint(Path(self.checkpoint)), "steps": self.steps,
                 "eta": 0.0, "ensemble_size": self.ensemble_size, "dtype": self.options.dtype,
                 "pipeline": type(self.pipe).__name__, "prediction_type": self.pipe.config.prediction_type,
                 "scheduler": type(self.pipe.scheduler).__name__, "default_processing_res": self.processing_res}

@@ -14,7 +14,8 @@ import torch
 
 from methods.backbones import WEIGHTS_DIR
 from methods.base import Method, OutputContract, RunOptions
-from methods.latent import CONFIG_FILE, map_from_image, read_config
+from methods.fingerprint import weights_fingerprint
+from methods.latent import CONFIG_FILE, map_from_image, read_config, resolve_backbone_path
 
 ABLATION_DIR = WEIGHTS_DIR / "ablation"
 
@@ -41,6 +42,10 @@ class TrainedMethod(Method):
             raise ValueError(f"checkpoint {self.checkpoint} was trained for {cfg.task}, not {task}")
         self.model = cls.from_folder(self.checkpoint, cfg).to(options.device)
         self.use_steps(options.steps or cfg.default_steps)
+        if options.ensemble_size < 0:
+            raise ValueError(f"{self.name}: --ensemble must be >= 1 (0 = one prediction), got {options.ensemble_size}")
+        # samples averaged per image (aggregation: mean of the decoded maps); a deterministic method has one
+        self.ensemble_size = (options.ensemble_size or 1) if self.contract.stochastic else 1
 
     def use_steps(self, steps: int) -> None:
         self.model.check_steps(steps)
@@ -70,10 +75,18 @@ class TrainedMethod(Method):
         device = torch.device(self.options.device)
         dtype = getattr(torch, self.options.dtype)
         with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
-            image = self.model.predict_image(rgb.to(device), self.steps, self.options.eta, generators)
+            image = self.model.predict_image(rgb.to(device), self.steps, self.options.eta, generators,
+                                             ensemble=self.ensemble_size)
         return map_from_image(self.task, image)
+
+    def weights_fingerprint(self) -> str:
+        """Of the trained checkpoint and of the backbone whose VAE it decodes with (methods.fingerprint)."""
+        backbone = resolve_backbone_path(self.model.cfg.backbone)
+        return f"{weights_fingerprint(self.checkpoint)}+{weights_fingerprint(backbone)}"
 
     def describe(self) -> dict:
         return {"method": self.name, "variant": self.variant, "checkpoint": str(self.checkpoint),
+                "weights_fingerprint": self.weights_fingerprint(),
                 "steps": self.steps, "eta": self.options.eta, "dtype": self.options.dtype,
+                "ensemble_size": self.ensemble_size, "ensemble_aggregation": "mean of decoded maps",
                 "method_config": asdict(self.model.cfg)}

@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
+from methods.fingerprint import weights_fingerprint
+
 from methods.backbones import WEIGHTS_DIR
 from methods.base import Method, OutputContract
 from methods.registry import register
@@ -84,4 +86,4 @@ class TrainMean(_Trivial):
         return F.normalize(m, dim=1) if self.task == "normals" else m
 
     def describe(self) -> dict:
-        return {**super().describe(), "checkpoint": str(self.path)}
+        return {**super().describe(), "checkpoint": str(self.path), "weights_fingerprint": weights_fingerprint(self.path)}

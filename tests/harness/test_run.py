@@ -86,6 +86,23 @@ def test_a_folder_of_another_run_is_never_overwritten(tmp_path):
     assert (tmp_path / "r" / "manifest.json").read_text() == before
 
 
+def test_a_retrained_checkpoint_never_resumes_the_predictions_of_the_old_one(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from methods.trivial import train_mean_path
+    weights = tmp_path / "mean.safetensors"
+    mean = load_file(str(train_mean_path("depth")))["mean"]
+    save_file({"mean": mean}, str(weights))
+    cfg = RunConfig(methods=("train_mean",), datasets=("synthetic",), count=2, checkpoint=str(weights))
+    run(cfg, str(tmp_path / "r"), progress=False)
+    run(cfg, str(tmp_path / "r"), progress=False)  # the same weights resume
+    before = (tmp_path / "r" / "manifest.json").read_text()
+    save_file({"mean": mean + 1.0}, str(weights))  # retrained in place: same path, same settings
+    with pytest.raises(FileExistsError, match="other weights for train_mean__synthetic"):
+        run(cfg, str(tmp_path / "r"), progress=False)
+    assert (tmp_path / "r" / "manifest.json").read_text() == before
+
+
 def test_unknown_method_fails_before_any_compute_and_suggests_the_close_name(tmp_path):
     with pytest.raises(KeyError, match="Did you mean constant"):
         run(RunConfig(methods=("constnt",), count=2), str(tmp_path / "r"), progress=False)

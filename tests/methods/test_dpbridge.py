@@ -63,6 +63,28 @@ def test_prediction_of_a_sample_does_not_depend_on_its_batch(tiny_backbone_dir):
     assert not torch.allclose(other_seed, alone)
 
 
+def test_an_ensemble_averages_successive_samples_of_each_images_generator(tiny_backbone_dir):
+    model = _model(tiny_backbone_dir).eval()
+    rgb = torch.rand(2, 3, 64, 64) * 2 - 1
+    gens = [torch.Generator().manual_seed(s) for s in (4, 5)]
+    members = [model.predict_image(rgb, 2, 0.0, gens) for _ in range(3)]  # the generators advance
+    ensemble = model.predict_image(rgb, 2, 0.0, [torch.Generator().manual_seed(s) for s in (4, 5)], ensemble=3)
+    assert torch.allclose(ensemble, sum(members) / 3, atol=1e-6)
+    assert not torch.allclose(ensemble, members[0], atol=1e-3)
+    with pytest.raises(ValueError, match="ensemble must be >= 1"):
+        model.predict_image(rgb, 2, 0.0, gens, ensemble=0)
+
+
+def test_the_ensemble_size_is_recorded_and_one_for_a_deterministic_method():
+    from harness.registry import method_class
+    from methods.base import RunOptions
+    assert method_class("dpbridge_tiny")("depth", RunOptions(ensemble_size=3)).describe()["ensemble_size"] == 3
+    assert method_class("dpbridge_tiny")("depth", RunOptions()).describe()["ensemble_size"] == 1
+    assert method_class("regressor_tiny")("depth", RunOptions(ensemble_size=3)).describe()["ensemble_size"] == 1
+    with pytest.raises(ValueError, match="--ensemble must be >= 1"):
+        method_class("dpbridge_tiny")("depth", RunOptions(ensemble_size=-2))
+
+
 def test_per_sample_noise_needs_one_generator_per_image():
     with pytest.raises(ValueError, match="one generator per image"):
         per_sample_noise(torch.zeros(2, 4, 4, 4), [torch.Generator()])
