@@ -112,12 +112,12 @@ def claim_folder(folder: Path, record: dict) -> None:
 
 
 def changed_weights(previous: dict, record: dict) -> list[str]:
-    """The method folders whose weights differ between two manifests (a folder made before fingerprints were
-    recorded cannot be checked and counts as changed when the new record has one)."""
+    """The method folders whose weights differ between two manifests. A folder whose manifest predates the
+    fingerprints (no weights_fingerprint recorded) cannot be checked and is resumed as before."""
     before = previous.get("methods", {})
     return sorted(name for name, info in record.get("methods", {}).items()
-                  if info.get("weights_fingerprint") and name in before
-                  and before[name].get("weights_fingerprint") != info["weights_fingerprint"])
+                  if info.get("weights_fingerprint") and before.get(name, {}).get("weights_fingerprint")
+                  and before[name]["weights_fingerprint"] != info["weights_fingerprint"])
 
 
 def claim_folder_alone(folder: Path, record: dict) -> None:

@@ -103,6 +103,14 @@ def test_a_retrained_checkpoint_never_resumes_the_predictions_of_the_old_one(tmp
     assert (tmp_path / "r" / "manifest.json").read_text() == before
 
 
+def test_only_recorded_fingerprints_are_compared():
+    from harness.run import changed_weights
+    new = {"methods": {"a__x": {"weights_fingerprint": "f1"}, "b__x": {"weights_fingerprint": "f2"}, "c__x": {}}}
+    old = {"methods": {"a__x": {"weights_fingerprint": "f0"}, "b__x": {}, "c__x": {}}}  # b: made before fingerprints
+    assert changed_weights(old, new) == ["a__x"]
+    assert changed_weights(new, new) == []
+
+
 def test_unknown_method_fails_before_any_compute_and_suggests_the_close_name(tmp_path):
     with pytest.raises(KeyError, match="Did you mean constant"):
         run(RunConfig(methods=("constnt",), count=2), str(tmp_path / "r"), progress=False)
