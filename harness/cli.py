@@ -178,6 +178,25 @@ def cmd_pretrain(args) -> int:
     return 0
 
 
+def cmd_diagnose(args) -> int:
+    import pandas as pd
+    from tabulate import tabulate
+
+    from harness.diagnose import DiagnoseConfig, diagnose
+
+    cfg = DiagnoseConfig(task=args.task, checkpoint=args.checkpoint, split=args.split, count=args.count,
+                         steps=tuple(int(s) for s in _csv(args.steps)), ensemble=args.ensemble, eta=args.eta,
+                         seed=args.seed)
+    table = pd.DataFrame(diagnose(cfg))
+    shown = ["kind", "t", "steps", "members", "latent_mse", "ratio_to_first_estimate"]
+    print(tabulate(table[shown], headers="keys", tablefmt="github", showindex=False, floatfmt=".4g"))
+    print(f"checkpoint {table.checkpoint[0]} ({table.weights_fingerprint[0]}), {cfg.split} scenes 0..{cfg.count - 1}, "
+          f"eta {cfg.eta}, seed {cfg.seed}")
+    if args.output:
+        table.to_csv(args.output, index=False)
+    return 0
+
+
 def cmd_compare(args) -> int:
     from tabulate import tabulate
 
@@ -257,7 +276,7 @@ def cmd_figures(args) -> int:
 COMMANDS = {  # subcommand -> function (its arguments: harness/cli_parser.py)
     "run": cmd_run, "robustness": cmd_robustness, "latency": cmd_latency, "train": cmd_train, "ablate": cmd_ablate,
     "pretrain": cmd_pretrain, "compare": cmd_compare, "tables": cmd_tables, "ls": cmd_ls, "predict": cmd_predict,
-    "figures": cmd_figures}
+    "figures": cmd_figures, "diagnose": cmd_diagnose}
 
 
 def main(argv=None) -> int:

@@ -117,6 +117,18 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("pretrain", help="pretrain the tiny backbone (VAE + UNet) on the tiny world")
     b.add_argument("--set", action="append", metavar="KEY=VALUE", help="PretrainConfig setting")
 
+    dg = sub.add_parser("diagnose", help="a DPBridge checkpoint's posterior-mean error against its samples' "
+                        "(tiny-world validation scenes, latent MSE)")
+    dg.add_argument("--task", default="depth", choices=("depth", "normals"))
+    dg.add_argument("--checkpoint", metavar="DIR", help="trained DPBridge folder (default: the shipped dpbridge_tiny)")
+    dg.add_argument("--split", default="val", choices=("train", "val", "test"))
+    dg.add_argument("--count", type=int, default=32)
+    dg.add_argument("--steps", default="1,2,5,10", help="sampler step counts")
+    dg.add_argument("--ensemble", type=int, default=6, help="draws averaged at the largest step count (1: none)")
+    dg.add_argument("--eta", type=float, default=0.0)
+    dg.add_argument("--seed", type=int, default=0)
+    dg.add_argument("--output", help="also write the rows as CSV here")
+
     c = sub.add_parser("compare", help="paired differences between two runs (B - A) with bootstrap intervals")
     c.add_argument("run_a")
     c.add_argument("run_b")

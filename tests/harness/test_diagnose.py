@@ -1,0 +1,43 @@
+import pandas as pd
+import pytest
+import torch
+
+from harness.cli import main
+from harness.diagnose import DiagnoseConfig, diagnose, sampled_latents, scene_generators, scene_latents
+from methods.backbones import WEIGHTS_DIR
+from methods.dpbridge import load_checkpoint
+
+CFG = DiagnoseConfig(count=3, times=(999, 1), steps=(1, 2), ensemble=2)
+
+
+def test_rows_cover_times_steps_and_the_ensemble_with_their_settings():
+    rows = pd.DataFrame(diagnose(CFG))
+    assert list(rows.kind) == ["posterior_mean"] * 2 + ["sample"] * 2 + ["ensemble"]
+    assert list(rows.t[:2]) == [999, 1] and list(rows.steps[2:]) == [1, 2, 2] and rows.members.iloc[-1] == 2
+    first = rows.latent_mse.iloc[0]
+    assert rows.ratio_to_first_estimate.tolist() == pytest.approx((rows.latent_mse / first).tolist())
+    # from x_1 the shipped model recovers x_0 far better than from the image alone
+    assert rows.latent_mse.iloc[1] < 0.1 * first
+    assert set(rows.weights_fingerprint) == {rows.weights_fingerprint[0]} and len(rows.weights_fingerprint[0]) == 16
+    assert (rows.split == "val").all() and (rows["count"] == 3).all()
+
+
+def test_the_ensemble_is_the_mean_of_successive_draws():
+    model = load_checkpoint(WEIGHTS_DIR / "dpbridge_tiny_depth").eval()
+    x_T, _ = scene_latents(model, "depth", "val", 2)
+    with torch.inference_mode():
+        gens = scene_generators(0, 2)
+        draws = [sampled_latents(model, x_T, 2, 0.0, gens) for _ in range(3)]
+        mean = sampled_latents(model, x_T, 2, 0.0, scene_generators(0, 2), members=3)
+    assert torch.allclose(mean, sum(draws) / 3, atol=1e-6)
+
+
+def test_cli_writes_csv_and_refuses_a_checkpoint_of_the_other_task(tmp_path, capsys):
+    out = tmp_path / "d.csv"
+    assert main(["diagnose", "--count", "2", "--steps", "1", "--ensemble", "1", "--output", str(out)]) == 0
+    table = pd.read_csv(out)
+    assert "sample" in set(table.kind) and "ensemble" not in set(table.kind)
+    assert "posterior_mean" in capsys.readouterr().out
+    assert main(["diagnose", "--task", "depth", "--checkpoint", str(WEIGHTS_DIR / "dpbridge_tiny_normals"),
+                 "--count", "2"]) == 2
+    assert "trained for normals, not depth" in capsys.readouterr().err
