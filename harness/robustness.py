@@ -10,6 +10,8 @@ noises, are reused, and only missing cells are computed. Written into that folde
     robustness.csv        tidy summary rows (perturbation, level columns), readable by `python -m harness tables`
     table4.csv, table4.md one row per (method, noise, level) plus the clean row, key metrics per dataset
     table4.png            key metric against level, one panel per (dataset, noise)
+    paired.csv            noisy minus clean on the same images, per key metric: the per-image mean difference
+                          and its paired bootstrap 95% interval (``distinguishable`` when it excludes 0)
 """
 from __future__ import annotations
 
@@ -57,7 +59,37 @@ def robustness(cfg: RunConfig, conditions: list[Condition], output: Optional[str
     from harness.plots import plot_robustness
 
     plot_robustness(summary, conditions, TABLE_METRICS, folder / "table4.png")
+    paired_to_clean(full).to_csv(folder / "paired.csv", index=False)
     return folder, summary, table
+
+
+def paired_to_clean(full) -> pd.DataFrame:
+    """Noisy minus clean over the images both cells scored (TABLE_METRICS, per-image means, paired bootstrap)."""
+    from harness.compare import paired_difference
+
+    records = []
+    for ds, pairs in full:
+        clean = {p.folder.name: p for p in pairs if p.noise is None}
+        for pair in (p for p in pairs if p.noise is not None):
+            base = clean[pair.folder.name[: -len(f"__{pair.noise.label}")]]
+            a, b = _scored_rows(base.folder), _scored_rows(pair.folder)
+            ids = a.index.intersection(b.index)
+            task = ds.spec.task
+            for row in paired_difference(a.loc[ids], b.loc[ids], task, "per_image"):
+                if row["metric"] in TABLE_METRICS[task]:
+                    records.append({"method": pair.method.name, "variant": getattr(pair.method, "variant", "default"),
+                                    "dataset": ds.name, "task": task, "noise": pair.noise.name,
+                                    "level": pair.noise.level, "n_samples": len(ids), "aggregation": "per_image",
+                                    **row})
+    return pd.DataFrame(records)
+
+
+def _scored_rows(folder: Path) -> pd.DataFrame:
+    """A cell's per-sample rows that were scored (failed samples left out), indexed by sample id, sorted."""
+    from harness.distributed import read_rows
+    from harness.failures import is_failed
+
+    return pd.DataFrame([r for r in read_rows(folder) if not is_failed(r)]).set_index("id").sort_index()
 
 
 def record_conditions(folder: Path, conditions: list[Condition], seed: int) -> None:

@@ -1,7 +1,9 @@
 """The ablation grid of Table 3 as overlays on one DPBridge recipe (never copies of the method).
 
-``ABLATION_BASE`` is the recipe of the shipped tiny checkpoints (the SD methods' base is the paper's defaults) (v-parameterisation, image consistency on latents
-at every t; README explains why); each variant changes only the settings it names. The ``full`` variant is the
+``ABLATION_BASE`` is the tiny recipe the grid was trained with (the SD methods' base is the paper's defaults):
+v-parameterisation, image consistency on latents at every t (README explains why). The shipped default
+checkpoints add ``ic_subbatch = 0`` and ``top_t_fraction = 0.5``, found later; the grid keeps the base its rows
+were trained with. Each variant changes only the settings it names. The ``full`` variant is the
 base itself, retrained at the ablation budget so every row of the grid had the same training.
 """
 from __future__ import annotations

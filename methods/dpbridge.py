@@ -138,6 +138,6 @@ class DPBridgeTiny(TrainedMethod):
     trainable = "dpbridge"
     checkpoint_stem = "dpbridge_tiny"
     spec_options = {variant: ("depth",) for variant in distinct_variants(ABLATION_BASE, asdict(DPBridgeConfig()))}
-    ablation_base = ABLATION_BASE  # the shipped tiny recipe (v, latent IC at every t)
+    ablation_base = ABLATION_BASE  # the grid's tiny recipe (v, latent IC at every t)
     regenerate_hint = "python -m harness ablate --train (variant {variant}) or python -m harness train --method " \
                       "dpbridge_tiny --task {task}"

@@ -54,6 +54,17 @@ def test_robustness_rows_table_and_plot_reuse_clean_predictions(tmp_path, monkey
     assert "| uniform | c=0.2 |" in (out / "table4.md").read_text()
     assert (out / "table4.png").read_bytes()[:4] == b"\x89PNG"
 
+    paired = pd.read_csv(out / "paired.csv")
+    assert list(zip(paired.noise, paired.metric)) == [("gaussian", "abs_rel"), ("gaussian", "delta1"),
+                                                       ("uniform", "abs_rel"), ("uniform", "delta1")]
+    clean_rows = read_jsonl(out / "dpbridge_tiny__synthetic" / "rows.jsonl")
+    noisy_rows = read_jsonl(out / "dpbridge_tiny__synthetic__gaussian-0.1" / "rows.jsonl")
+    by_id = {r["id"]: r["abs_rel"] for r in clean_rows}
+    expected = np.mean([r["abs_rel"] - by_id[r["id"]] for r in noisy_rows])
+    first = paired.iloc[0]
+    assert first.b_minus_a == pytest.approx(expected) and first.n_samples == 2
+    assert first.ci_low <= first.b_minus_a <= first.ci_high
+
 
 def test_out_of_memory_batch_stops_clearly_and_keeps_finished_work(tmp_path, monkeypatch):
     cfg = RunConfig(methods=("ramp",), datasets=("synthetic",), count=6, batch_size=2)
