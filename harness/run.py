@@ -239,7 +239,8 @@ def summarize_run(cfg: RunConfig, plan) -> pd.DataFrame:
                     "split": getattr(ds, "split", getattr(getattr(ds, "dataset", None), "split", "test")),
                     "task": ds.spec.task, "perturbation": pair.noise.name if pair.noise else "none",
                     "level": pair.noise.level if pair.noise else 0, "steps": info.get("steps", 0),
-                    "seed": cfg.seed, "eta": info.get("eta", 0.0), "checkpoint": info.get("checkpoint", "-"),
+                    "seed": cfg.seed, "eta": info.get("eta", 0.0), "ensemble_size": info.get("ensemble_size", 1),
+                    "checkpoint": info.get("checkpoint", "-"),
                     "alignment": pair.alignment, "dtype": cfg.dtype, "device": cfg.device,
                     "processing_res": pair.processing_res, "list_fingerprint": fingerprint}
             for group, idx in groups_of(rows).items():

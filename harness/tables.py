@@ -43,6 +43,8 @@ def markdown_tables(summary: pd.DataFrame) -> str:
         for (method, variant, dataset, group, steps), cell in df.groupby(keys, sort=False):
             values = {r.metric: format_cell(task, r.metric, r.value, r.ci_low, r.ci_high) for r in cell.itertuples()}
             label = method if variant == "default" else f"{method} [{variant}]"
+            members = int(cell["ensemble_size"].iloc[0]) if "ensemble_size" in cell else 1
+            label += f" (mean of {members} samples)" if members > 1 else ""
             gone = f" {cell['n_missing'].iloc[0] if group == 'all' else '-'} |" if missing else ""
             lines.append(f"| {label} | {dataset} | {group} | {cell['n_samples'].iloc[0]} |{gone} {steps or '-'} | "
                          + " | ".join(values.get(m, "-") for m in metrics) + " |")

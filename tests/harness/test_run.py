@@ -28,7 +28,7 @@ def test_run_writes_rows_summary_and_manifest(tmp_path):
     assert rows.set_index("metric").loc["abs_rel", "value"] == pytest.approx(np.mean([r["abs_rel"] for r in per_sample]))
     groups = set(summary.group)
     assert groups == {"all", "indoor", "outdoor"}
-    for column in ("checkpoint", "steps", "seed", "eta", "dtype", "device", "processing_res", "alignment",
+    for column in ("checkpoint", "steps", "seed", "eta", "ensemble_size", "dtype", "device", "processing_res", "alignment",
                    "aggregation", "list_fingerprint", "variant", "perturbation", "level", "split"):
         assert column in summary.columns
 
@@ -101,6 +101,15 @@ def test_a_retrained_checkpoint_never_resumes_the_predictions_of_the_old_one(tmp
     with pytest.raises(FileExistsError, match="other weights for train_mean__synthetic"):
         run(cfg, str(tmp_path / "r"), progress=False)
     assert (tmp_path / "r" / "manifest.json").read_text() == before
+
+
+def test_an_ensemble_run_says_so_in_every_row_and_table(tmp_path):
+    cfg = RunConfig(methods=("dpbridge_tiny", "ramp"), datasets=("synthetic",), count=2, steps=1, ensemble_size=2)
+    folder, summary = run(cfg, str(tmp_path / "r"), progress=False)
+    sizes = summary.groupby("method")["ensemble_size"].unique()
+    assert list(sizes["dpbridge_tiny"]) == [2] and list(sizes["ramp"]) == [1]
+    text = (folder / "summary.md").read_text()
+    assert "| dpbridge_tiny (mean of 2 samples) | synthetic | all |" in text and "| ramp | synthetic | all |" in text
 
 
 def test_only_recorded_fingerprints_are_compared():
