@@ -120,6 +120,13 @@ def changed_weights(previous: dict, record: dict) -> list[str]:
                   and before[name]["weights_fingerprint"] != info["weights_fingerprint"])
 
 
+def changed_lists(previous: dict, record: dict) -> list[str]:
+    """The datasets whose sample-list fingerprint differs between two manifests."""
+    before = previous.get("datasets", {})
+    return sorted(name for name, info in record.get("datasets", {}).items()
+                  if name in before and before[name].get("list_fingerprint") != info.get("list_fingerprint"))
+
+
 def claim_folder_alone(folder: Path, record: dict) -> None:
     path = folder / "manifest.json"
     if path.is_file():
@@ -128,6 +135,12 @@ def claim_folder_alone(folder: Path, record: dict) -> None:
             raise FileExistsError(
                 f"{folder} holds results of a run with other settings (config {previous.get('config_key')}, this "
                 f"run {record['config_key']}). Choose another --output or move that folder away; nothing was changed.")
+        lists = changed_lists(previous, record)
+        if lists:
+            raise FileExistsError(
+                f"{folder} holds results on another sample list of {', '.join(lists)} (its list_fingerprint in "
+                f"manifest.json differs: files or the split list changed). Resuming would mix lists; choose another "
+                f"--output or move that folder away; nothing was changed.")
         changed = changed_weights(previous, record)
         if changed:
             raise FileExistsError(

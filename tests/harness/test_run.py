@@ -112,6 +112,18 @@ def test_an_ensemble_run_says_so_in_every_row_and_table(tmp_path):
     assert "| dpbridge_tiny (mean of 2 samples) | synthetic | all |" in text and "| ramp | synthetic | all |" in text
 
 
+def test_a_changed_sample_list_never_resumes_the_old_folder(tmp_path, monkeypatch):
+    from datasets.synthetic import SyntheticDepth
+    cfg = RunConfig(methods=("ramp",), datasets=("synthetic",), count=2)
+    run(cfg, str(tmp_path / "r"), progress=False)
+    before = (tmp_path / "r" / "manifest.json").read_text()
+    real_ids = SyntheticDepth.ids
+    monkeypatch.setattr(SyntheticDepth, "ids", lambda self: real_ids(self)[1:])  # e.g. a file gone from the root
+    with pytest.raises(FileExistsError, match="another sample list of synthetic"):
+        run(cfg, str(tmp_path / "r"), progress=False)
+    assert (tmp_path / "r" / "manifest.json").read_text() == before
+
+
 def test_only_recorded_fingerprints_are_compared():
     from harness.run import changed_weights
     new = {"methods": {"a__x": {"weights_fingerprint": "f1"}, "b__x": {"weights_fingerprint": "f2"}, "c__x": {}}}
