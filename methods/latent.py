@@ -158,9 +158,9 @@ class LatentModel(torch.nn.Module):
             raise ValueError(f"ensemble must be >= 1, got {ensemble}")
         x_T = self.encode(rgb)  # image latent, encoded once
         noise = per_sample_noise(x_T, generators)
-        total = self.decode(self.sample_latent(x_T, steps, eta, noise))
+        total = self.decode(self.sample_latent(x_T, steps, eta, noise)).float()  # summed in float32 under autocast
         for _ in range(ensemble - 1):
-            total = total + self.decode(self.sample_latent(x_T, steps, eta, noise))
+            total = total + self.decode(self.sample_latent(x_T, steps, eta, noise)).float()
         return total / ensemble
 
 
