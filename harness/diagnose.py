@@ -63,13 +63,7 @@ def posterior_mean_mse(model, x_T: torch.Tensor, x_0: torch.Tensor, t: int, gen:
 def sampled_latents(model, x_T: torch.Tensor, steps: int, eta: float, generators: list[torch.Generator],
                     members: int = 1) -> torch.Tensor:
     """Mean of ``members`` sampler outputs [B,4,h,w], each scene drawing from its own generator."""
-    from methods.latent import per_sample_noise
-
-    noise = per_sample_noise(x_T, generators)
-    total = model.sample_latent(x_T, steps, eta, noise)
-    for _ in range(members - 1):
-        total = total + model.sample_latent(x_T, steps, eta, noise)
-    return total / members
+    return sum(model.member_latents(x_T, steps, eta, generators, members)) / members
 
 
 def scene_generators(seed: int, count: int) -> list[torch.Generator]:

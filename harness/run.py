@@ -111,20 +111,17 @@ def claim_folder(folder: Path, record: dict) -> None:
         require_shared(folder / "manifest.json")
 
 
+def changed_fingerprints(previous: dict, record: dict, section: str, key: str) -> list[str]:
+    """The entries of a manifest section ("methods", "datasets") whose fingerprint ``key`` differs between two
+    manifests; an entry without it on either side (a manifest that predates it) cannot be checked."""
+    before = previous.get(section, {})
+    return sorted(name for name, info in record.get(section, {}).items()
+                  if info.get(key) and before.get(name, {}).get(key) and before[name][key] != info[key])
+
+
 def changed_weights(previous: dict, record: dict) -> list[str]:
-    """The method folders whose weights differ between two manifests. A folder whose manifest predates the
-    fingerprints (no weights_fingerprint recorded) cannot be checked and is resumed as before."""
-    before = previous.get("methods", {})
-    return sorted(name for name, info in record.get("methods", {}).items()
-                  if info.get("weights_fingerprint") and before.get(name, {}).get("weights_fingerprint")
-                  and before[name]["weights_fingerprint"] != info["weights_fingerprint"])
-
-
-def changed_lists(previous: dict, record: dict) -> list[str]:
-    """The datasets whose sample-list fingerprint differs between two manifests."""
-    before = previous.get("datasets", {})
-    return sorted(name for name, info in record.get("datasets", {}).items()
-                  if name in before and before[name].get("list_fingerprint") != info.get("list_fingerprint"))
+    """The method folders whose weights differ (a manifest without weights fingerprints is resumed as before)."""
+    return changed_fingerprints(previous, record, "methods", "weights_fingerprint")
 
 
 def claim_folder_alone(folder: Path, record: dict) -> None:
@@ -135,7 +132,7 @@ def claim_folder_alone(folder: Path, record: dict) -> None:
             raise FileExistsError(
                 f"{folder} holds results of a run with other settings (config {previous.get('config_key')}, this "
                 f"run {record['config_key']}). Choose another --output or move that folder away; nothing was changed.")
-        lists = changed_lists(previous, record)
+        lists = changed_fingerprints(previous, record, "datasets", "list_fingerprint")
         if lists:
             raise FileExistsError(
                 f"{folder} holds results on another sample list of {', '.join(lists)} (its list_fingerprint in "

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from dataclasses import fields
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
 import torch
 
@@ -154,14 +154,17 @@ class LatentModel(torch.nn.Module):
         ensemble > 1: that many samples per image, drawn one after another from the image's generator, averaged
         as decoded images (depth: the normalised [-1, 1] map; normals: the vectors, renormalised by the caller)."""
         self.check_steps(steps)
-        if ensemble < 1:
-            raise ValueError(f"ensemble must be >= 1, got {ensemble}")
         x_T = self.encode(rgb)  # image latent, encoded once
+        members = self.member_latents(x_T, steps, eta, generators, ensemble)
+        return sum(self.decode(m).float() for m in members) / ensemble  # summed in float32 under autocast
+
+    def member_latents(self, x_T: torch.Tensor, steps: int, eta: float, generators: list[torch.Generator],
+                       members: int = 1) -> Iterator[torch.Tensor]:
+        """``members`` sampled map latents [B,4,h,w], one after another, each image drawing from its generator."""
+        if members < 1:
+            raise ValueError(f"ensemble must be >= 1, got {members}")
         noise = per_sample_noise(x_T, generators)
-        total = self.decode(self.sample_latent(x_T, steps, eta, noise)).float()  # summed in float32 under autocast
-        for _ in range(ensemble - 1):
-            total = total + self.decode(self.sample_latent(x_T, steps, eta, noise)).float()
-        return total / ensemble
+        return (self.sample_latent(x_T, steps, eta, noise) for _ in range(members))
 
 
 def save_config(model: LatentModel, folder: Path) -> None:

@@ -110,6 +110,7 @@ class Marigold(Method):
         self.checkpoint = find_marigold(task, options.checkpoint)
         cls = getattr(diffusers, PIPELINES[task])
         self.pipe = cls.from_pretrained(self.checkpoint, local_files_only=True)  # float32
+        self.weights_fingerprint = weights_fingerprint(Path(self.checkpoint))  # read once, as loaded
         self.pipe = self.pipe.to(options.device)
         self.pipe.set_progress_bar_config(disable=True)
         self.steps = options.steps or self.pipe.default_denoising_steps or FALLBACK_STEPS
@@ -144,7 +145,7 @@ class Marigold(Method):
 
     def describe(self) -> dict:
         return {"method": self.name, "variant": "default", "checkpoint": str(self.checkpoint),
-                "weights_fingerprint": weights_fingerprint(Path(self.checkpoint)), "steps": self.steps,
+                "weights_fingerprint": self.weights_fingerprint, "steps": self.steps,
                 "eta": 0.0, "ensemble_size": self.ensemble_size, "dtype": self.options.dtype,
                 "pipeline": type(self.pipe).__name__, "prediction_type": self.pipe.config.prediction_type,
                 "scheduler": type(self.pipe.scheduler).__name__, "default_processing_res": self.processing_res}

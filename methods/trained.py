@@ -41,6 +41,9 @@ class TrainedMethod(Method):
         if cfg.task != task:
             raise ValueError(f"checkpoint {self.checkpoint} was trained for {cfg.task}, not {task}")
         self.model = cls.from_folder(self.checkpoint, cfg).to(options.device)
+        # of the checkpoint and of the backbone whose VAE it decodes with, read once, as loaded (methods.fingerprint)
+        self.weights_fingerprint = (f"{weights_fingerprint(self.checkpoint)}+"
+                                    f"{weights_fingerprint(resolve_backbone_path(cfg.backbone))}")
         self.use_steps(options.steps or cfg.default_steps)
         if options.ensemble_size < 0:
             raise ValueError(f"{self.name}: --ensemble must be >= 1 (0 = one prediction), got {options.ensemble_size}")
@@ -79,14 +82,9 @@ class TrainedMethod(Method):
                                              ensemble=self.ensemble_size)
         return map_from_image(self.task, image)
 
-    def weights_fingerprint(self) -> str:
-        """Of the trained checkpoint and of the backbone whose VAE it decodes with (methods.fingerprint)."""
-        backbone = resolve_backbone_path(self.model.cfg.backbone)
-        return f"{weights_fingerprint(self.checkpoint)}+{weights_fingerprint(backbone)}"
-
     def describe(self) -> dict:
         return {"method": self.name, "variant": self.variant, "checkpoint": str(self.checkpoint),
-                "weights_fingerprint": self.weights_fingerprint(),
+                "weights_fingerprint": self.weights_fingerprint,
                 "steps": self.steps, "eta": self.options.eta, "dtype": self.options.dtype,
                 "ensemble_size": self.ensemble_size, "ensemble_aggregation": "mean of decoded maps",
                 "method_config": asdict(self.model.cfg)}

@@ -78,6 +78,7 @@ class TrainMean(_Trivial):
                                     f"`python -m harness train --method train_mean --task {task}`")
         self.path = path
         self.mean = load_file(str(path))["mean"].float()  # [C,h,w]
+        self.weights_fingerprint = weights_fingerprint(path)
 
     def predict(self, rgb, generators):
         b, _, h, w = rgb.shape
@@ -86,4 +87,4 @@ class TrainMean(_Trivial):
         return F.normalize(m, dim=1) if self.task == "normals" else m
 
     def describe(self) -> dict:
-        return {**super().describe(), "checkpoint": str(self.path), "weights_fingerprint": weights_fingerprint(self.path)}
+        return {**super().describe(), "checkpoint": str(self.path), "weights_fingerprint": self.weights_fingerprint}
