@@ -5,7 +5,8 @@ Layout of a run folder:
     <method>__<dataset>/rows.jsonl     one line per finished sample (appended and fsynced as computed)
                                        (or its failed row with --continue-on-error: harness.failures)
     <method>__<dataset>/rows.rank<r>-of-<N>.jsonl   the same, per process while launched on N (harness.distributed)
-    <method>__<dataset>/pred/<id>.npy  prediction at processing resolution, float16
+    <method>__<dataset>/pred/<id>.npy  prediction at processing resolution, float16 where that copy is faithful
+                                       (harness.evaluate.cache_copy), else float32
     <method>__<dataset>/err/<id>.npy   normals only: angular errors (float32) for the exact pooled median
     <method>__<dataset>/missing.json   saved predictions: ids without a file (--allow-missing), not scored
     summary.csv, summary.md            written at the end from the rows (see harness.summary)
@@ -137,6 +138,26 @@ def score_pending(pair: Pair, samples: list[Sample], seed: int) -> list[dict]:
     return rows
 
 
+CACHE_TOLERANCE = 1e-3  # largest float16 rounding error allowed in a cached prediction, as a share of its range
+
+
+def cache_copy(pred: np.ndarray) -> np.ndarray:
+    """The copy of ``pred`` [C,h,w] that is cached and scored (a fresh run and a resumed one score the same copy):
+    float16, half the disk, when its rounding stays within CACHE_TOLERANCE of the prediction's range (the maps of
+    the diffusion methods, in [-1, 1], round by at most 5e-4); float32 otherwise: values beyond float16's 65504
+    (metric depth in millimetres) or a small range on a large offset (disparity 1000.0 .. 1000.5), which float16
+    would turn into inf or into steps of 0.5."""
+    pred = pred.astype(np.float32, copy=False)
+    with np.errstate(over="ignore"):
+        half = pred.astype(np.float16)
+    if not np.isfinite(half).all():
+        return pred  # NaN/inf is reported by the caller; beyond float16's range stays float32
+    span = float(pred.max() - pred.min()) or max(float(np.abs(pred).max()), 1.0)
+    if float(np.abs(half.astype(np.float32) - pred).max()) <= CACHE_TOLERANCE * span:
+        return half
+    return pred
+
+
 def predictions_for(pair: Pair, samples: list[Sample], seed: int) -> list[np.ndarray]:
     """Cached [C,h,w] predictions, running the method only on samples without one (then caching them)."""
     if pair.method.reads_saved_predictions:  # already on disk: read them, never cache a copy
@@ -159,7 +180,7 @@ def predictions_for(pair: Pair, samples: list[Sample], seed: int) -> list[np.nda
         if out.ndim != 4 or out.shape[1] != expected:
             raise ValueError(f"method {pair.method.name} returned shape {out.shape}; expected [B,{expected},h,w]")
         for s, pred in zip(group, out):
-            cached[s.id] = pred.astype(np.float16)
+            cached[s.id] = cache_copy(pred)
             if np.isfinite(pred).all():
                 atomic_save_npy(pair.pred_path(s.id), cached[s.id])
             elif not pair.continue_on_error:  # else never cached, and scoring records it as failed

@@ -155,3 +155,23 @@ def test_sample_seed_is_stable_and_distinct():
     assert evaluate.sample_seed(0, "test/00001") == evaluate.sample_seed(0, "test/00001")
     assert evaluate.sample_seed(0, "test/00001") != evaluate.sample_seed(1, "test/00001")
     assert evaluate.sample_seed(0, "test/00001") != evaluate.sample_seed(0, "test/00002")
+
+
+def test_the_prediction_cache_keeps_float32_where_float16_would_change_the_map():
+    unit = np.linspace(-1, 1, 64, dtype=np.float32).reshape(1, 8, 8)
+    assert evaluate.cache_copy(unit).dtype == np.float16  # the diffusion methods' maps: half the disk
+    millimetres = unit * 30000 + 50000  # up to 80 m in mm: beyond float16's 65504
+    offset = unit * 0.25 + 1000  # disparity 999.75 .. 1000.25: float16 steps of 0.5 there
+    for pred in (millimetres, offset):
+        kept = evaluate.cache_copy(pred)
+        assert kept.dtype == np.float32 and np.array_equal(kept, pred)
+
+
+def test_a_method_predicting_millimetres_scores_as_its_map_in_metres(tmp_path, monkeypatch):
+    cfg = RunConfig(methods=("ramp",), datasets=("synthetic",), count=3)
+    _, metres = run(cfg, str(tmp_path / "m"), progress=False)
+    real_predict = method_class("ramp").predict
+    monkeypatch.setattr(method_class("ramp"), "predict", lambda self, rgb, g: real_predict(self, rgb, g) * 1000 + 70000)
+    folder, millimetres = run(cfg, str(tmp_path / "mm"), progress=False)
+    assert np.load(folder / "ramp__synthetic" / "pred" / "test__00000.npy").dtype == np.float32
+    pd.testing.assert_series_equal(millimetres.value, metres.value, rtol=1e-4)
