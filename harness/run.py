@@ -193,6 +193,7 @@ def build_plan(cfg: RunConfig, folder: Path, roots=None) -> list:
     datasets = [build_dataset(n, cfg, roots) for n in cfg.datasets]
     for n in cfg.methods:  # fail on an unknown name before any compute
         method_class(n)
+    check_checkpoint_owner(cfg)
     options = run_options(cfg)
     plan = []
     for ds in datasets:
@@ -202,6 +203,19 @@ def build_plan(cfg: RunConfig, folder: Path, roots=None) -> list:
                       continue_on_error=cfg.continue_on_error) for s, m in methods]
         plan.append((ds, pairs))
     return plan
+
+
+def check_checkpoint_owner(cfg: RunConfig) -> None:
+    """--checkpoint replaces the weights of exactly one method of the run: with several methods that load weights
+    it would be handed to all of them (a DPBridge folder read as train_mean's mean map), with none it does nothing."""
+    if cfg.checkpoint is None:
+        return
+    owners = [n for n in cfg.methods if method_class(n).loads_checkpoint]
+    if len(owners) != 1:
+        which = f"{len(owners)} methods that load weights ({', '.join(owners)})" if owners else "no method that loads weights"
+        raise ValueError(f"--checkpoint {cfg.checkpoint} replaces the weights of one method, but --methods names {which}"
+                         f"; name that method alone with --methods (plus any reference methods that load no weights, "
+                         f"e.g. constant, ramp), or leave --checkpoint out")
 
 
 def run_options(cfg: RunConfig) -> RunOptions:

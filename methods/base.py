@@ -56,6 +56,7 @@ class Method:
     # __init__ as ``options.extra["spec_option"]`` and ``options.extra["spec_argument"]`` (harness.registry).
     spec_options: dict[str, tuple[Task, ...]] = {}
     spec_argument: Optional[str] = None
+    loads_checkpoint: bool = False  # True: its weights come from a folder or file that --checkpoint can replace
     # True for a method whose outputs already lie on disk (methods.saved): instead of ``predict`` the engine
     # calls ``load(relpath) -> float32 [C,h,w]`` with the dataset's ``prediction_relpath(id)`` and caches nothing.
     reads_saved_predictions: bool = False

@@ -26,6 +26,7 @@ class TrainedMethod(Method):
 
     trainable: str = "?"
     checkpoint_stem: str = "?"
+    loads_checkpoint = True
     ablation_base: dict = {}  # settings every ablation variant starts from (methods.ablation.variant_settings)
     regenerate_hint: str = "python -m harness train --method {name} --task {task}"
 

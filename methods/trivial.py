@@ -70,6 +70,8 @@ def train_mean_path(task: str) -> Path:
 class TrainMean(_Trivial):
     """Reference: the tiny world's mean training depth (normalised) or normal map."""
 
+    loads_checkpoint = True
+
     def __init__(self, task, options):
         super().__init__(task, options)
         path = Path(options.checkpoint) if options.checkpoint else train_mean_path(task)

@@ -175,3 +175,16 @@ def test_a_method_predicting_millimetres_scores_as_its_map_in_metres(tmp_path, m
     folder, millimetres = run(cfg, str(tmp_path / "mm"), progress=False)
     assert np.load(folder / "ramp__synthetic" / "pred" / "test__00000.npy").dtype == np.float32
     pd.testing.assert_series_equal(millimetres.value, metres.value, rtol=1e-4)
+
+
+def test_checkpoint_names_exactly_one_method_that_loads_weights(tmp_path):
+    weights = "methods/weights/train_mean_depth.safetensors"
+    for methods, which in ((("train_mean", "dpbridge_tiny"), "2 methods that load weights"),
+                           (("ramp",), "no method that loads weights")):
+        cfg = RunConfig(methods=methods, datasets=("synthetic",), count=2, checkpoint=weights)
+        with pytest.raises(ValueError, match=f"--checkpoint {weights} replaces the weights of one method, .*{which}"):
+            run(cfg, str(tmp_path / "r"), progress=False)
+    assert not (tmp_path / "r").exists()
+    cfg = RunConfig(methods=("train_mean", "ramp"), datasets=("synthetic",), count=2, checkpoint=weights)
+    _, summary = run(cfg, str(tmp_path / "ok"), progress=False)
+    assert set(summary.method) == {"train_mean", "ramp"}
