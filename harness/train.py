@@ -196,9 +196,9 @@ def train(method_cfg, cfg: TrainConfig, command: str, method_name: str = "dpbrid
             # (The trailing 0 keeps the stream of runs made when each process seeded by its own index.)
             gen = torch.Generator().manual_seed(hash_seed(cfg.seed, it, micro, 0))
             dev = accelerator.device
-            if source is not None:
-                drawn = source.draw(world * cfg.batch, gen, model.draw_times, dev)
-                x_T, x_0, target, valid, t, noise = share(drawn, rank, cfg.batch)
+            if source is not None:  # this process' rows of the global batch, only those encoded
+                mine = slice(rank * cfg.batch, (rank + 1) * cfg.batch)
+                x_T, x_0, target, valid, t, noise = source.draw(world * cfg.batch, gen, model.draw_times, dev, mine)
             else:
                 idx, t, noise = share(draw_batch(latents, n_rows, world * cfg.batch, gen, model.draw_times),
                                       rank, cfg.batch)

@@ -82,27 +82,30 @@ class DatasetBatches:
                              f"{self.task} on datasets that have it")
         return sample
 
-    def draw(self, batch: int, gen: torch.Generator, draw_times: Callable, device) -> tuple:
-        """x_T, x_0 [B,4,h,w] latents; target [B,3,H,W] in [-1,1]; valid bool [B,1,H,W]; t int64 [B]; noise
-        [B,4,h,w]. Every random choice comes from ``gen``."""
+    def draw(self, batch: int, gen: torch.Generator, draw_times: Callable, device, rows: slice = slice(None)) -> tuple:
+        """Rows ``rows`` of one random batch of ``batch``: x_T, x_0 [b,4,h,w] latents; target [b,3,H,W] in [-1,1];
+        valid bool [b,1,H,W]; t int64 [b]; noise [b,4,h,w]. Every random choice of the whole batch comes from
+        ``gen`` (so each process of a data-parallel run, drawing the global batch, gets its own rows of the same
+        batch), but only the rows asked for are made into targets and encoded."""
         name = self.names[int(torch.multinomial(self.probs, 1, generator=gen))]
         ids = self.ids[name]
         picks = torch.randint(0, len(ids), (batch,), generator=gen).tolist()
         samples = [self._sample(name, ids[i]) for i in picks]
-        rgb, target, valid = self._crop_stack(samples, gen)
-        flip = torch.rand(batch, generator=gen) < 0.5  # random horizontal flip (the normal's x flips too)
-        rgb = torch.where(flip.view(-1, 1, 1, 1), flip_horizontal(rgb), rgb)
-        target = torch.where(flip.view(-1, 1, 1, 1), flip_horizontal(target, self.task), target)
-        valid = torch.where(flip.view(-1, 1, 1, 1), valid.flip(-1), valid)
+        rgb, target, valid = self._crop_stack(samples, gen, rows)
+        flip = (torch.rand(batch, generator=gen) < 0.5)[rows].view(-1, 1, 1, 1)  # the normal's x flips too
+        rgb = torch.where(flip, flip_horizontal(rgb), rgb)
+        target = torch.where(flip, flip_horizontal(target, self.task), target)
+        valid = torch.where(flip, valid.flip(-1), valid)
         with torch.no_grad():
             x_T = self.model.encode(rgb.to(device))
             x_0 = self.model.encode(target.to(device))
-        t = draw_times(batch, gen)
-        noise = torch.randn(x_0.shape, generator=gen).to(device)
+        t = draw_times(batch, gen)[rows]
+        noise = torch.randn((batch, *x_0.shape[1:]), generator=gen)[rows].to(device)
         return x_T, x_0, target.to(device), valid.to(device), t.to(device), noise
 
-    def _crop_stack(self, samples: list, gen: torch.Generator):
-        """Random crops to the batch's common size (a multiple of the model's); rgb, target [B,3,H,W], valid."""
+    def _crop_stack(self, samples: list, gen: torch.Generator, rows: slice = slice(None)):
+        """Random crops of ``samples[rows]`` to the whole batch's common size (a multiple of the model's; a crop is
+        drawn for every sample, so the draws do not depend on ``rows``); rgb, target [b,3,H,W], valid [b,1,H,W]."""
         m = self.model.size_multiple
         h = min(s.rgb.shape[0] for s in samples) // m * m
         w = min(s.rgb.shape[1] for s in samples) // m * m
@@ -111,10 +114,13 @@ class DatasetBatches:
             raise ValueError(f"training sample {small.id} is {small.rgb.shape[1]}x{small.rgb.shape[0]} px, smaller "
                              f"than the model's {m} px size multiple")
         rgb, depth, normals, valid = [], [], [], []
+        crops = []
         for s in samples:
             y = int(torch.randint(0, s.rgb.shape[0] - h + 1, (1,), generator=gen))
             x = int(torch.randint(0, s.rgb.shape[1] - w + 1, (1,), generator=gen))
-            crop = (slice(y, y + h), slice(x, x + w))
+            crops.append((slice(y, y + h), slice(x, x + w)))
+        samples, crops = samples[rows], crops[rows]
+        for s, crop in zip(samples, crops):
             rgb.append(s.rgb[crop])
             valid.append(s.valid[crop])
             depth.append(s.depth[crop] if self.task == "depth" else None)

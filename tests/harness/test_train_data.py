@@ -134,3 +134,24 @@ def test_the_real_training_adapters_feed_batches(tmp_path, monkeypatch):
     assert sizes == {(48, 64), (352, 1216)}  # both datasets drawn, each at its own size (multiples of 16)
     with pytest.raises(ValueError, match="vkitti, sample .*: no normals ground truth"):
         dataset_batches("vkitti", "", "normals", FakeModel())
+
+
+def test_each_process_encodes_only_its_rows_of_the_same_global_batch():
+    class CountingModel(FakeModel):
+        encoded = 0
+
+        def encode(self, image):
+            CountingModel.encoded += image.shape[0]
+            return super().encode(image)
+
+    def draw(rows):
+        source = DatasetBatches({"ramps": Ramps()}, {"ramps": 1.0}, "normals", CountingModel())
+        return source.draw(4, torch.Generator().manual_seed(5), lambda n, g: torch.randint(1, 1000, (n,), generator=g),
+                           "cpu", rows)
+
+    whole = draw(slice(None))
+    CountingModel.encoded = 0
+    halves = [draw(slice(0, 2)), draw(slice(2, 4))]
+    assert CountingModel.encoded == 2 * 4  # image and map latents of 2 rows, twice
+    for part, joined in zip(zip(*halves), whole):
+        assert torch.equal(torch.cat(part), joined)
