@@ -101,8 +101,9 @@ def check_marigold_folder(folder: Path, task: str) -> None:
 
 @register("marigold")
 class Marigold(Method):
-    loads_checkpoint = True
     """Marigold (Ke et al., 2024) via diffusers' pipelines, from a local folder (--checkpoint, $HARNESS_MARIGOLD_*)."""
+
+    loads_checkpoint = True
 
     def __init__(self, task, options: RunOptions):
         super().__init__(task, options)
