@@ -34,8 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--batch-size", type=int, default=8)
     r.add_argument("--count", type=int, help="only the first N samples of each dataset")
-    r.add_argument("--checkpoint", metavar="DIR", help="trained checkpoint folder for the method that loads one "
-                   "(dpbridge_sd15/sd21: from `train`; marigold: a Marigold folder); name one such method per run")
+    r.add_argument("--checkpoint", metavar="DIR", help="weights for the one method of the run that loads weights "
+                   "(dpbridge_sd15/sd21, dpbridge_tiny, ...: a folder from `train`; marigold: a Marigold folder; "
+                   "train_mean: its .safetensors); a run naming several such methods is refused")
     r.add_argument("--ensemble", type=int, default=0, metavar="N",
                    help="samples averaged per image by the stochastic methods (DPBridge, I2SB, BBDM, Marigold; "
                         "the mean of the decoded maps for the ones trained here); 0 = the method's default (one)")
