@@ -9,8 +9,7 @@
    loop <= 1.10. Harness and network runs alternate and the median of the repeats is kept; wall and process CPU
    time are both given (with OMP_NUM_THREADS=1 on a shared machine the CPU time is the steadier one).
 2. Throughput: images per second of method.predict (the network path of a run, sampler included) at batch sizes
-   1, 2, 4, 8, 16 on the same images, for each ``--cpu-workers`` value (methods.inference.predict_in_parts: a batch
-   split into that many parts predicted at once, one thread each). Target: batch 8 >= 3x batch 1.
+   1, 2, 4, 8, 16 on the same images. Target: batch 8 >= 3x batch 1.
 """
 from __future__ import annotations
 
@@ -96,8 +95,6 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--batches", default="1,2,4,8,16")
     p.add_argument("--channels-last", action="store_true", help="RunOptions.channels_last for both parts")
-    p.add_argument("--cpu-workers", default="1", help="comma-separated RunOptions.cpu_workers values for the "
-                   "throughput curve (each a row set; batch 1 is always one call)")
     p.add_argument("--only", choices=("overhead", "throughput"), help="run one of the two parts")
     args = p.parse_args()
     cfg = run_module.RunConfig(methods=("dpbridge_tiny",), datasets=("synthetic",), steps=args.steps,
@@ -133,20 +130,13 @@ def overhead(args, cfg, method, batches, loading: Clock) -> None:
 
 
 def throughput(args, method, images: torch.Tensor) -> None:
-    """Images per second against batch size, once per ``--cpu-workers`` value; the ratio is to batch 1."""
-    batches = [int(x) for x in args.batches.split(",")]
-    rows, base = [], None
-    for workers in (int(x) for x in args.cpu_workers.split(",")):
-        if workers > 1:
-            method = build_method("dpbridge_tiny", "depth", RunOptions(steps=args.steps, cpu_workers=workers,
-                                                                       channels_last=args.channels_last))
-        for b in batches:
-            wall, cpu = images_per_second(method, images, b)
-            base = base or (wall, cpu)  # the first row: the smallest batch, one call
-            rows.append([workers, b, f"{wall:.2f}", f"{wall / base[0]:.2f}", f"{cpu:.2f}", f"{cpu / base[1]:.2f}"])
+    rates = {b: images_per_second(method, images, b) for b in (int(x) for x in args.batches.split(","))}
+    base = rates[min(rates)]
     print()
-    print(tabulate(rows, headers=["cpu workers", "batch size", "images/wall s", f"x batch {batches[0]}",
-                                  "images/CPU s", f"x batch {batches[0]}"], tablefmt="github"))
+    print(tabulate([[b, f"{w:.2f}", f"{w / base[0]:.2f}", f"{c:.2f}", f"{c / base[1]:.2f}"]
+                    for b, (w, c) in rates.items()],
+                   headers=["batch size", "images/wall s", f"x batch {min(rates)}", "images/CPU s",
+                            f"x batch {min(rates)}"], tablefmt="github"))
 
 
 if __name__ == "__main__":

@@ -16,9 +16,6 @@ def add_device_options(p) -> None:
 def add_inference_options(p) -> None:
     p.add_argument("--channels-last", action="store_true", help="networks in channels-last memory format")
     p.add_argument("--compile", action="store_true", help="torch.compile the networks (compiled on first use)")
-    p.add_argument("--cpu-workers", type=int, default=1, metavar="N",
-                   help="CPU: predict each batch as N parts at once, one thread each, sharing the torch threads "
-                   "(the 2-core CPU: about 10%% more images/s at batch 8 with N=2); 1 = one call per batch")
 
 
 def build_parser() -> argparse.ArgumentParser:

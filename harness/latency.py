@@ -59,7 +59,6 @@ class LatencyConfig:
     dtype: str = "float32"
     channels_last: bool = False
     compile: bool = False
-    cpu_workers: int = 1  # CPU: each batch predicted as this many parts at once (methods.inference)
 
 
 def check_config(cfg: LatencyConfig) -> None:
@@ -159,8 +158,7 @@ def latency_study(cfg: LatencyConfig, output: Optional[str] = None, progress: bo
         samples = [dataset.load(i) for i in dataset.ids()[:cfg.count]]
         for name in (m for m in cfg.methods if dataset.spec.task in method_tasks(m)):
             options = RunOptions(eta=cfg.eta, device=cfg.device, dtype=cfg.dtype,
-                                 channels_last=cfg.channels_last, compile=cfg.compile,
-                                 cpu_workers=cfg.cpu_workers)
+                                 channels_last=cfg.channels_last, compile=cfg.compile)
             method = build_method(name, dataset.spec.task, options)  # built once: the step counts reuse it
             contract = method.contract
             if not contract.stochastic or contract.default_steps is None:
@@ -194,7 +192,7 @@ def cell_record(name, dataset, steps, size, lat, kind, mib, metric, value, lo, h
             "cpu_median_ms": float(np.median(cpu_ms)),
             "peak_memory_mib": mib, "peak_memory_kind": kind, "metric": metric, "value": value, "ci_low": lo,
             "ci_high": hi, "device": cfg.device, "dtype": cfg.dtype, "channels_last": cfg.channels_last,
-            "compile": cfg.compile, "cpu_workers": cfg.cpu_workers}
+            "compile": cfg.compile}
 
 
 def write_outputs(folder: Path, cfg: LatencyConfig, table: pd.DataFrame) -> None:

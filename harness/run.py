@@ -43,7 +43,6 @@ class RunConfig:
     allow_missing: bool = False  # saved predictions: score the samples that have a file, count the others
     channels_last: bool = False  # networks and inputs in channels-last memory format (methods.inference)
     compile: bool = False  # torch.compile the networks (methods.inference)
-    cpu_workers: int = 1  # CPU: each batch predicted as this many parts at once, one thread each (methods.inference)
     continue_on_error: bool = False  # record failing samples as failed rows (harness.failures); not in the key
     checkpoint: Optional[str] = None  # trained checkpoint folder of the methods that load one (dpbridge_sd21, marigold)
     ensemble_size: int = 0  # samples averaged per image by stochastic methods (marigold, the trained ones); 0 = the method's
@@ -52,9 +51,9 @@ class RunConfig:
 def config_key(cfg: RunConfig) -> str:
     """Hash of the settings; options added later enter only when set, so runs made before them keep their key."""
     settings = asdict(cfg)
-    added_later = ("allow_missing", "channels_last", "compile", "checkpoint", "ensemble_size", "cpu_workers")
-    for later in added_later:  # added later: enter the key only when not at their default
-        if settings[later] == RunConfig.__dataclass_fields__[later].default:
+    added_later = ("allow_missing", "channels_last", "compile", "checkpoint", "ensemble_size")
+    for later in added_later:  # added later: enter the key only when set
+        if not settings[later]:
             del settings[later]
     settings.pop("continue_on_error")  # how failures are reported, not what is computed: resuming may add it
     return mf.config_key(settings)
@@ -93,11 +92,10 @@ def output_folder(cfg: RunConfig, output: Optional[str]) -> Path:
 
 
 def same_but_batch(previous: dict, record: dict) -> bool:
-    """True when two manifests differ at most in how batches are formed (batch size, CPU workers), which changes
-    no prediction beyond float rounding (each sample draws from its own generator): a run stopped by an
-    out-of-memory batch continues with a smaller --batch-size."""
+    """True when two manifests differ at most in the batch size, which changes no prediction (each sample draws
+    from its own generator): a run stopped by an out-of-memory batch continues with a smaller --batch-size."""
     try:
-        a, b = (config_key(RunConfig(**{**m["config"], "batch_size": 1, "cpu_workers": 1})) for m in (previous, record))
+        a, b = (config_key(RunConfig(**{**m["config"], "batch_size": 1})) for m in (previous, record))
     except (KeyError, TypeError):
         return False
     return a == b
@@ -222,8 +220,8 @@ def check_checkpoint_owner(cfg: RunConfig) -> None:
 
 def run_options(cfg: RunConfig) -> RunOptions:
     return RunOptions(steps=cfg.steps, eta=cfg.eta, device=processes().device(cfg.device), dtype=cfg.dtype,
-                      channels_last=cfg.channels_last, compile=cfg.compile, cpu_workers=cfg.cpu_workers,
-                      checkpoint=cfg.checkpoint, ensemble_size=cfg.ensemble_size)
+                      channels_last=cfg.channels_last, compile=cfg.compile, checkpoint=cfg.checkpoint,
+                      ensemble_size=cfg.ensemble_size)
 
 
 def processing_res(cfg: RunConfig, method, dataset) -> int:

@@ -43,7 +43,6 @@ class RunOptions:
     channels_last: bool = False  # networks in channels-last memory format (methods.inference)
     compile: bool = False  # torch.compile the networks (methods.inference)
     ensemble_size: int = 0  # samples averaged per image by stochastic methods (marigold, the trained ones); 0 = the method's
-    cpu_workers: int = 1  # CPU: a batch predicted as this many parts at once, one thread each (methods.inference)
     extra: dict = field(default_factory=dict)
 
 
@@ -61,9 +60,6 @@ class Method:
     # True for a method whose outputs already lie on disk (methods.saved): instead of ``predict`` the engine
     # calls ``load(relpath) -> float32 [C,h,w]`` with the dataset's ``prediction_relpath(id)`` and caches nothing.
     reads_saved_predictions: bool = False
-    # True when ``predict`` keeps no state between calls, so parts of a batch may run in threads at once
-    # (``RunOptions.cpu_workers``).
-    thread_safe_predict: bool = False
 
     def __init__(self, task: Task, options: RunOptions):
         if task not in self.tasks:

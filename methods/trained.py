@@ -27,7 +27,6 @@ class TrainedMethod(Method):
     trainable: str = "?"
     checkpoint_stem: str = "?"
     loads_checkpoint = True
-    thread_safe_predict = True  # predict_image keeps no state between calls
     ablation_base: dict = {}  # settings every ablation variant starts from (methods.ablation.variant_settings)
     regenerate_hint: str = "python -m harness train --method {name} --task {task}"
 

@@ -7,7 +7,7 @@ import torch
 
 from harness import evaluate
 from harness.registry import method_class
-from harness.run import RunConfig, config_key, run
+from harness.run import RunConfig, run
 from harness.runio import read_jsonl
 
 CFG = RunConfig(methods=("constant", "ramp"), datasets=("synthetic", "synthetic_normals"), count=6, batch_size=4)
@@ -188,24 +188,3 @@ def test_checkpoint_names_exactly_one_method_that_loads_weights(tmp_path):
     cfg = RunConfig(methods=("train_mean", "ramp"), datasets=("synthetic",), count=2, checkpoint=weights)
     _, summary = run(cfg, str(tmp_path / "ok"), progress=False)
     assert set(summary.method) == {"train_mean", "ramp"}
-
-
-# The config of results/tiny_world/manifest.json as written before cpu_workers existed, and its key then.
-BEFORE_CPU_WORKERS = {
-    "allow_missing": False, "batch_size": 8, "channels_last": False, "checkpoint": None, "compile": False,
-    "continue_on_error": False, "count": None, "dataset_args": {}, "datasets": ("synthetic", "synthetic_normals"),
-    "device": "cpu", "dtype": "float32", "ensemble_size": 0, "eta": 0.0, "processing_res": None, "seed": 0,
-    "methods": ("dpbridge_tiny", "regressor_tiny", "constant", "ramp", "train_mean"), "steps": None}
-
-
-def test_cpu_workers_enter_the_key_only_when_used_and_a_run_resumes_across_them(tmp_path):
-    cfg = RunConfig(methods=("dpbridge_tiny",), datasets=("synthetic",), steps=1, count=3, batch_size=3)
-    split = RunConfig(**{**cfg.__dict__, "cpu_workers": 2})
-    assert config_key(split) != config_key(cfg)  # its own default folder
-    assert config_key(RunConfig(**BEFORE_CPU_WORKERS)) == "c2f3f4b87693"  # a run made before keeps its key
-    _, first = run(cfg, str(tmp_path / "r"), progress=False)
-    preds = sorted((tmp_path / "r" / "dpbridge_tiny__synthetic" / "pred").glob("*"))
-    stamps = [p.stat().st_mtime_ns for p in preds]
-    _, again = run(split, str(tmp_path / "r"), progress=False)  # like a smaller batch: the folder is accepted
-    assert len(preds) == 3 and [p.stat().st_mtime_ns for p in preds] == stamps  # nothing recomputed
-    assert first.value.tolist() == again.value.tolist()
