@@ -216,8 +216,9 @@ class BridgeSchedule:
         """Algorithm 2 / Eq. 13: x_0 estimate from the image latent xT [B, C, H, W].
 
         grid: custom descending grid (see sampling_grid), else the uniform grid of num_steps steps.
-        eps_fn(x, t) -> eps_hat, with t an int64 tensor [B] of DDPM time (1 <= t <= T-1, never T) on x's device;
-        the caller applies DAN and passes the UNet k = t - 1. All noise comes from `generator` (on xT's
+        eps_fn(x, t) -> eps_hat, with t an int64 tensor [B] of DDPM time (1 <= t <= T-1, never T) on the CPU, where
+        the schedule's coefficients are looked up (t on a GPU would cost a device-to-host sync per lookup); the
+        caller applies DAN and hands the UNet k = t - 1 on x's device. All noise comes from `generator` (on xT's
         device): the start noise z of x = a_{tau_N} x_T + c_{tau_N} z, plus one draw per step with rho > 0 only.
         With the full grid T-1..0 and eta = 1 this is the Markovian ancestral sampler of Eq. 6-7 (markov_sample)."""
         if (generator is None) == (noise_fn is None):
@@ -241,7 +242,7 @@ class BridgeSchedule:
         a, _, c = self.marginal_coefficients(taus[0], like=xT)
         x = a * xT + c * randn()                                                  # [B, C, H, W]
         for t, s in zip(taus[:-1], taus[1:]):
-            t_vec = torch.full((xT.shape[0],), t, dtype=torch.int64, device=xT.device)   # [B]
+            t_vec = torch.full((xT.shape[0],), t, dtype=torch.int64)   # [B], CPU
             eps_hat = eps_fn(x, t_vec)
             stochastic = float(eta) > 0.0 and s > 0
             x = self.sampler_step(x, xT, eps_hat, t, s, eta, randn() if stochastic else None)

@@ -124,6 +124,7 @@ class LatentModel(torch.nn.Module):
     def net(self, x_T: torch.Tensor, state: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         """UNet(concat[x_T, state], k, null text): x_T, state [B,4,h,w]; k int64 [B] diffusers index 0..999."""
         context = self.null_text.to(state.dtype).expand(state.shape[0], -1, -1)
+        k = k.to(state.device)  # the sampler's times live on the CPU (BridgeSchedule.sample)
         return self.unet(torch.cat([x_T, state], dim=1), k, encoder_hidden_states=context).sample
 
     # ---- the process (subclasses)

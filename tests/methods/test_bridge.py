@@ -252,6 +252,20 @@ def test_sampler_never_calls_eps_fn_at_T(sched):
         sched.sample(eps_fn, xT, 5)  # no generator
 
 
+def test_sampler_times_stay_on_the_cpu_whatever_the_latents_device(sched):
+    """On a GPU, times on the device would cost a device-to-host sync at every coefficient lookup of every step;
+    the meta device stands in for a GPU here (shapes and devices, no data)."""
+    _, xT = _pair(14)
+    devices = []
+
+    def eps_fn(x, t):
+        devices.append((t.device.type, x.device.type))
+        return torch.zeros_like(x)
+
+    out = sched.sample(eps_fn, xT.to("meta"), 3, noise_fn=lambda: torch.zeros_like(xT, device="meta"))
+    assert out.device.type == "meta" and devices == [("cpu", "meta")] * 3
+
+
 def test_sampler_rng_usage_and_reproducibility(sched):
     _, xT = _pair(13)
     eps_fn = lambda x, t: 0.1 * x  # noqa: E731
