@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from methods.backbones import Backbone
 from methods.latent import NUM_TIMESTEPS, LatentModel, register_trainable
-from methods.processes import DDIMSchedule, run_sampler
+from methods.processes import DDIMSchedule, at_time, run_sampler
 from methods.registry import register
 from methods.trained import TrainedMethod
 
@@ -43,8 +43,7 @@ class MarigoldTinyModel(LatentModel):
         out = self.net(image_latent, x_t, t - 1)
         if self.cfg.prediction == "v":
             return self.schedule.x0_eps_from_v(x_t, out, t)[0]
-        a = self.schedule.alpha[t].to(x_t).view(-1, 1, 1, 1)
-        s = self.schedule.sigma[t].to(x_t).view(-1, 1, 1, 1)
+        a, s = at_time(self.schedule.alpha, t, x_t), at_time(self.schedule.sigma, t, x_t)  # [B,1,1,1]
         return (x_t - s * out) / a
 
     def loss(self, x_T, x_0, target, valid, t, noise):

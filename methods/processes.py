@@ -26,9 +26,11 @@ T_DEFAULT = 1000
 F64 = torch.float64
 
 
-def _at(table: torch.Tensor, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """table[t] shaped [B,1,1,1] in like's dtype and device; t int64 [B] or a python int."""
-    t = torch.as_tensor(t, dtype=torch.long).reshape(-1)
+def at_time(table: torch.Tensor, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """table[t] shaped [B,1,1,1] in like's dtype and device; t int64 [B] (any device) or a python int. The tables
+    live on the CPU, which cannot be indexed by a GPU tensor: t moves to them (training draws t on the device; the
+    sampler's t is already on the CPU, so sampling never syncs)."""
+    t = torch.as_tensor(t, dtype=torch.long).reshape(-1).to(table.device)
     return table[t].to(like.device, like.dtype).view(-1, *([1] * (like.dim() - 1)))
 
 
@@ -45,7 +47,7 @@ def run_sampler(x0_fn: Callable, step_fn: Callable, x_start: torch.Tensor, num_s
     x = x_start
     grid = descending_grid(num_steps, T)
     for t, s in zip(grid[:-1], grid[1:]):
-        tt = torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
+        tt = torch.full((x.shape[0],), t, dtype=torch.long)  # CPU: the tables live there; net() moves k
         x0_hat = x0_fn(x, tt)
         z = noise_fn() if (eta > 0 and s > 0 and noise_fn is not None) else None
         x = step_fn(x, x0_hat, t, s, eta, z)
@@ -67,14 +69,14 @@ class I2SBSchedule:
         self.std = (self.var_fwd * self.var_bwd / total).sqrt()
 
     def q_sample(self, x0, x1, t, noise):
-        return _at(self.mu_x0, t, x0) * x0 + _at(self.mu_x1, t, x0) * x1 + _at(self.std, t, x0) * noise
+        return at_time(self.mu_x0, t, x0) * x0 + at_time(self.mu_x1, t, x0) * x1 + at_time(self.std, t, x0) * noise
 
     def target(self, x_t, x0, t):
         """The network's regression target (x_t - x_0) / sigma_t (t >= 1)."""
-        return (x_t - x0) / _at(self.var_fwd, t, x_t).sqrt()
+        return (x_t - x0) / at_time(self.var_fwd, t, x_t).sqrt()
 
     def x0_from_output(self, x_t, out, t):
-        return x_t - _at(self.var_fwd, t, x_t).sqrt() * out
+        return x_t - at_time(self.var_fwd, t, x_t).sqrt() * out
 
     def step(self, x, x0_hat, t: int, s: int, eta: float, z, y=None):
         """Posterior q(x_s | x_0, x_t) of the Brownian motion from x_0 (I2SB's p_posterior), noise x eta; the
@@ -93,8 +95,8 @@ class BBDMSchedule:
         self.var = 2.0 * max_var * (self.m - self.m ** 2)  # [T+1] delta_t, 0 at both ends
 
     def q_sample(self, x0, y, t, noise):
-        m = _at(self.m, t, x0)
-        return (1 - m) * x0 + m * y + _at(self.var, t, x0).sqrt() * noise
+        m = at_time(self.m, t, x0)
+        return (1 - m) * x0 + m * y + at_time(self.var, t, x0).sqrt() * noise
 
     def target(self, x_t, x0, t):
         """BBDM's "grad" objective: x_t - x_0 = m_t (y - x_0) + sqrt(delta_t) eps."""
@@ -131,13 +133,13 @@ class DDIMSchedule:
         self.sigma = (1 - self.alphabar).sqrt()
 
     def q_sample(self, x0, noise, t):
-        return _at(self.alpha, t, x0) * x0 + _at(self.sigma, t, x0) * noise
+        return at_time(self.alpha, t, x0) * x0 + at_time(self.sigma, t, x0) * noise
 
     def v_target(self, x0, noise, t):
-        return _at(self.alpha, t, x0) * noise - _at(self.sigma, t, x0) * x0
+        return at_time(self.alpha, t, x0) * noise - at_time(self.sigma, t, x0) * x0
 
     def x0_eps_from_v(self, x_t, v, t):
-        a, s = _at(self.alpha, t, x_t), _at(self.sigma, t, x_t)
+        a, s = at_time(self.alpha, t, x_t), at_time(self.sigma, t, x_t)
         return a * x_t - s * v, s * x_t + a * v
 
     def step(self, x, x0_hat, t: int, s: int, eta: float, z):

@@ -3,7 +3,7 @@ marginals (statistically)."""
 import pytest
 import torch
 
-from methods.processes import BBDMSchedule, DDIMSchedule, I2SBSchedule, descending_grid, run_sampler
+from methods.processes import BBDMSchedule, DDIMSchedule, I2SBSchedule, at_time, descending_grid, run_sampler
 
 F64 = torch.float64
 T = 1000
@@ -97,3 +97,19 @@ def test_v_parameterisation_round_trip():
     x_t = d.q_sample(x0, noise, t)
     x0_hat, eps_hat = d.x0_eps_from_v(x_t, d.v_target(x0, noise, t), t)
     assert torch.allclose(x0_hat, x0, atol=1e-10) and torch.allclose(eps_hat, noise, atol=1e-10)
+
+
+def test_sampler_times_stay_on_the_cpu_and_tables_take_any_times():
+    """On a GPU, times on the device would sync at each table lookup (the meta device stands in for it here)."""
+    x1 = torch.zeros(2, 4, 8, 8, device="meta")
+    devices = []
+
+    def x0_fn(x, t):
+        devices.append(t.device.type)
+        return torch.zeros_like(x)
+
+    out = run_sampler(x0_fn, I2SBSchedule().step, x1, 3, None, 0.0)
+    assert out.device.type == "meta" and devices == ["cpu"] * 3
+    ddim, like = DDIMSchedule(), torch.zeros(2, 1, 1, 1, dtype=torch.float32)
+    assert at_time(ddim.alpha, torch.tensor([0, 999]), like).shape == (2, 1, 1, 1)
+    assert at_time(ddim.alpha, 999, like).item() == pytest.approx(float(ddim.alpha[999]))
