@@ -15,6 +15,17 @@ import torch
 from safetensors.torch import load_file, save_file
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+REPO_DIR = WEIGHTS_DIR.parents[1]
+
+
+def recorded_path(path) -> str:
+    """A weights path as recorded with results: relative to the repository when inside it (the shipped weights
+    read the same in every clone, so a summary reproduces byte for byte), else absolute."""
+    resolved = Path(path).resolve()
+    try:
+        return resolved.relative_to(REPO_DIR).as_posix()
+    except ValueError:
+        return str(resolved)
 TINY_BACKBONE_DIR = WEIGHTS_DIR / "tiny_backbone"
 NULL_TEXT_FILE = "null_text_embedding.safetensors"
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from methods.backbones import WEIGHTS_DIR
+from methods.backbones import WEIGHTS_DIR, recorded_path
 from methods.base import Method, OutputContract, RunOptions
 from methods.fingerprint import weights_fingerprint
 from methods.latent import CONFIG_FILE, map_from_image, read_config, resolve_backbone_path
@@ -84,7 +84,7 @@ class TrainedMethod(Method):
         return map_from_image(self.task, image)
 
     def describe(self) -> dict:
-        return {"method": self.name, "variant": self.variant, "checkpoint": str(self.checkpoint),
+        return {"method": self.name, "variant": self.variant, "checkpoint": recorded_path(self.checkpoint),
                 "weights_fingerprint": self.weights_fingerprint,
                 "steps": self.steps, "eta": self.options.eta, "dtype": self.options.dtype,
                 "ensemble_size": self.ensemble_size, "ensemble_aggregation": "mean of decoded maps",

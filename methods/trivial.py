@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 
 from methods.fingerprint import weights_fingerprint
 
-from methods.backbones import WEIGHTS_DIR
+from methods.backbones import WEIGHTS_DIR, recorded_path
 from methods.base import Method, OutputContract
 from methods.registry import register
 
@@ -89,4 +89,4 @@ class TrainMean(_Trivial):
         return F.normalize(m, dim=1) if self.task == "normals" else m
 
     def describe(self) -> dict:
-        return {**super().describe(), "checkpoint": str(self.path), "weights_fingerprint": self.weights_fingerprint}
+        return {**super().describe(), "checkpoint": recorded_path(self.path), "weights_fingerprint": self.weights_fingerprint}

@@ -4,8 +4,10 @@ import json
 import pytest
 import torch
 
+from harness.registry import build_method
 from harness.run import RunConfig, run
-from methods.backbones import WEIGHTS_DIR, load_backbone
+from methods.backbones import WEIGHTS_DIR, load_backbone, recorded_path
+from methods.base import RunOptions
 from methods.dpbridge import load_checkpoint
 
 MAX_BYTES = 10 * 1024 * 1024
@@ -46,3 +48,13 @@ def test_dpbridge_tiny_beats_the_ramp_on_validation_scenes(tmp_path):
     s = summary[summary.group == "all"].set_index(["method", "metric"])["value"]
     assert s["dpbridge_tiny", "abs_rel"] < s["ramp", "abs_rel"]
     assert s["dpbridge_tiny", "mean"] < s["ramp", "mean"]
+
+
+def test_shipped_weights_are_recorded_by_their_path_in_the_repository(tmp_path):
+    """So the summary of the README's main command is the same file in every clone; other weights keep their
+    absolute path."""
+    assert build_method("dpbridge_tiny", "normals", RunOptions()).describe()["checkpoint"] == \
+        "methods/weights/dpbridge_tiny_normals"
+    assert build_method("train_mean", "depth", RunOptions()).describe()["checkpoint"] == \
+        "methods/weights/train_mean_depth.safetensors"
+    assert recorded_path(tmp_path / "elsewhere") == str((tmp_path / "elsewhere").resolve())
