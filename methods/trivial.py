@@ -89,4 +89,5 @@ class TrainMean(_Trivial):
         return F.normalize(m, dim=1) if self.task == "normals" else m
 
     def describe(self) -> dict:
-        return {**super().describe(), "checkpoint": recorded_path(self.path), "weights_fingerprint": self.weights_fingerprint}
+        return {**super().describe(), "checkpoint": recorded_path(self.path),
+                "weights_fingerprint": self.weights_fingerprint}
