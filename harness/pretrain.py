@@ -1,5 +1,9 @@
 """Pretrain the tiny backbone, the project's stand-in for Stable Diffusion (`python -m harness pretrain`).
 
+The run folder (``output``, default cache/pretrain/tiny_backbone) keeps the log and a checkpoint per stage every
+``checkpoint_every`` steps: the same command resumes a killed run and ends bit-identical to one that never stopped.
+The finished backbone is then exported to ``export`` (default: the shipped methods/weights/tiny_backbone).
+
 1. VAE (AutoencoderKL) on tiny-world RGB images and on depth / normal maps encoded as 3-channel images.
 2. Latent scaling factor = 1 / std of RGB latents (how SD chose 0.18215).
 3. UNet (UNet2DConditionModel) as an ordinary eps-prediction latent diffusion model on RGB latents, SD's
@@ -9,14 +13,17 @@ from __future__ import annotations
 
 import json
 import math
-import time
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
+import harness.pool
 from harness.pool import encode_images, render_pool
+from harness.stage_checkpoint import StageCheckpoints, TrainingClock
 from harness.train import warmup_exponential
 from methods.backbones import TINY_BACKBONE_DIR, TINY_IMAGE_SIZE, new_tiny_backbone, save_backbone
 from methods.bridge import BridgeSchedule
@@ -36,7 +43,28 @@ class PretrainConfig:
     unet_lr: float = 5e-4
     warmup: int = 100
     log_every: int = 100
-    output: str = str(TINY_BACKBONE_DIR)
+    checkpoint_every: int = 250  # optimiser steps between checkpoints of the run folder
+    output: str = ""  # run folder (checkpoints, log); default <cache>/pretrain/tiny_backbone
+    export: str = ""  # where the finished backbone goes; default methods/weights/tiny_backbone (the shipped one)
+
+    def __post_init__(self) -> None:
+        for name in ("batch", "vae_steps", "unet_steps", "log_every", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"pretrain setting {name} must be at least 1; got {getattr(self, name)}")
+
+
+STAGES = ("vae", "unet")
+NOT_RESULT_SETTINGS = ("log_every", "checkpoint_every", "output", "export")  # free to change on a resume
+
+
+@dataclass
+class Stage:
+    """What ``_fit`` needs besides the module and its loss: where to checkpoint, how to log, the clock."""
+
+    name: str
+    checkpoints: StageCheckpoints
+    clock: TrainingClock
+    log: Callable[[dict], None]  # appends a row to the run's log
 
 
 def _lr_lambda(warmup: int, total: int, final_ratio: float = 0.05):
@@ -55,13 +83,14 @@ def _vae_images(pool: dict, idx: torch.Tensor, kinds: torch.Tensor) -> torch.Ten
     return torch.where(flip.view(-1, 1, 1, 1), flipped, images)
 
 
-def _fit(stage: str, module, lr: float, steps: int, batch_loss, cfg: PretrainConfig, log) -> float:
-    """Adam with warm-up + exponential decay on ``batch_loss()`` for ``steps`` steps; returns the loss EMA."""
+def _fit(stage: Stage, module, lr: float, steps: int, batch_loss, cfg: PretrainConfig) -> float:
+    """Adam with warm-up + exponential decay on ``batch_loss()`` for ``steps`` steps, from the stage's checkpoint
+    if it has one; returns the loss EMA."""
     opt = torch.optim.Adam(module.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg.warmup, steps))
-    ema = None
+    start, ema = stage.checkpoints.restore(stage.name, module, opt, sched, stage.clock)
     module.train()
-    for step in range(steps):
+    for step in range(start, steps):
         loss = batch_loss()
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -69,12 +98,14 @@ def _fit(stage: str, module, lr: float, steps: int, batch_loss, cfg: PretrainCon
         sched.step()
         ema = loss.item() if ema is None else 0.98 * ema + 0.02 * loss.item()
         if step % cfg.log_every == 0 or step == steps - 1:
-            log({"stage": stage, "step": step, "loss_ema": round(ema, 5), "lr": sched.get_last_lr()[0]})
+            stage.log({"stage": stage.name, "step": step, "loss_ema": round(ema, 5), "lr": sched.get_last_lr()[0]})
+        if (step + 1) % cfg.checkpoint_every == 0 or step == steps - 1:
+            stage.checkpoints.save(stage.name, step + 1, module, opt, sched, ema, stage.clock)
     module.eval()
     return ema
 
 
-def train_vae(vae, pool: dict, cfg: PretrainConfig, log) -> dict:
+def train_vae(vae, pool: dict, cfg: PretrainConfig, stage: Stage) -> dict:
     """L1 + L2 reconstruction (+ a small KL) on batches mixing RGB, depth and normal images."""
     n = len(pool["rgb"])
 
@@ -85,7 +116,7 @@ def train_vae(vae, pool: dict, cfg: PretrainConfig, log) -> dict:
         recon = vae.decode(post.sample()).sample
         return F.l1_loss(recon, x) + F.mse_loss(recon, x) + cfg.kl_weight * post.kl().mean()
 
-    return {"vae_final_loss_ema": _fit("vae", vae, cfg.vae_lr, cfg.vae_steps, batch_loss, cfg, log)}
+    return {"vae_final_loss_ema": _fit(stage, vae, cfg.vae_lr, cfg.vae_steps, batch_loss, cfg)}
 
 
 @torch.inference_mode()
@@ -108,7 +139,7 @@ def vae_reconstruction_report(vae, pool: dict) -> dict:
             "vae_normals_mean_deg": round(ang.mean().item(), 2), "vae_normals_median_deg": round(ang.median().item(), 2)}
 
 
-def train_unet(backbone, latents: torch.Tensor, cfg: PretrainConfig, log) -> dict:
+def train_unet(backbone, latents: torch.Tensor, cfg: PretrainConfig, stage: Stage) -> dict:
     """Ordinary DDPM eps-prediction training on RGB latents [N,4,h,w] (diffusers index k in 0..999)."""
     alphabar = BridgeSchedule().alphabar[1:].float()  # [1000], diffusers index k = t - 1
     context = backbone.null_text.expand(cfg.batch, -1, -1)
@@ -121,39 +152,52 @@ def train_unet(backbone, latents: torch.Tensor, cfg: PretrainConfig, log) -> dic
         zk = ab.sqrt() * z0 + (1 - ab).sqrt() * eps
         return F.mse_loss(backbone.unet(zk, k, encoder_hidden_states=context).sample, eps)
 
-    return {"unet_final_loss_ema": _fit("unet", backbone.unet, cfg.unet_lr, cfg.unet_steps, batch_loss, cfg, log)}
+    return {"unet_final_loss_ema": _fit(stage, backbone.unet, cfg.unet_lr, cfg.unet_steps, batch_loss, cfg)}
 
 
 def pretrain(cfg: PretrainConfig, command: str) -> dict:
-    torch.manual_seed(cfg.seed)
-    out = Path(cfg.output)
-    out.mkdir(parents=True, exist_ok=True)
+    """Pretrain (or resume pretraining) in the run folder, then export the backbone; returns its summary."""
+    out = Path(cfg.output or harness.pool.CACHE_DIR / "pretrain" / "tiny_backbone")
+    settings = {k: v for k, v in asdict(cfg).items() if k not in NOT_RESULT_SETTINGS}
+    checkpoints = StageCheckpoints(out, STAGES, settings)
+    resumed = checkpoints.open()
     log_path = out / "training_log.jsonl"
-    log_path.write_text("")
-    started = time.time()
+    if resumed is None:
+        log_path.write_text("")
+    else:
+        checkpoints.trim_log(log_path, resumed)
+    clock = TrainingClock()
 
     def log(row: dict) -> None:
-        row = {**row, "elapsed_s": round(time.time() - started, 1)}
+        row = {**row, "elapsed_s": round(clock.elapsed(), 1)}
         print(json.dumps(row), flush=True)
         with log_path.open("a") as f:
             f.write(json.dumps(row) + "\n")
 
+    if resumed is not None:
+        clock.continue_from(resumed.elapsed_s)
+        log({"event": "resume", "resumed_stage": resumed.stage, "steps_done": resumed.step})
+    torch.manual_seed(cfg.seed)
     size = TINY_IMAGE_SIZE
     pool = render_pool("train", cfg.pool_count, cfg.seed, size)
     val = render_pool("val", cfg.val_count, cfg.seed, size)
     backbone = new_tiny_backbone(cfg.seed)
     summary = {"command": command, "config": asdict(cfg)}
-    summary.update(train_vae(backbone.vae, pool, cfg, log))
+    summary.update(train_vae(backbone.vae, pool, cfg, Stage("vae", checkpoints, clock, log)))
     summary.update(vae_reconstruction_report(backbone.vae, val))
     rgb = rgb_to_tensor(pool["rgb"])
     raw = encode_images(backbone.vae, torch.cat([rgb, flip_horizontal(rgb)]), 1.0)
     backbone.scaling_factor = float(1.0 / raw.std())
     summary["scaling_factor"] = backbone.scaling_factor
-    summary.update(train_unet(backbone, raw * backbone.scaling_factor, cfg, log))
-    summary["train_time_s"] = round(time.time() - started, 1)
+    summary.update(train_unet(backbone, raw * backbone.scaling_factor, cfg, Stage("unet", checkpoints, clock, log)))
+    summary["train_time_s"] = round(clock.elapsed(), 1)
     summary["torch_threads"] = torch.get_num_threads()
-    save_backbone(backbone, out, summary)
+    if resumed is not None:
+        summary["resumed_from"] = asdict(resumed)
     log({"stage": "done", **{k: v for k, v in summary.items() if k not in ("config",)}})
+    export = Path(cfg.export or TINY_BACKBONE_DIR)
+    save_backbone(backbone, export, summary)
+    shutil.copy(log_path, export / "training_log.jsonl")
     return summary
 
 

@@ -1,14 +1,19 @@
 import json
 
+import pytest
 import torch
+import torch.nn.functional as F
 
+import harness.pretrain as pretrain_module
 from harness.pretrain import PretrainConfig, _lr_lambda, pretrain, pretrained_loss_at
 from methods.backbones import load_backbone
+
+TINY = dict(pool_count=8, val_count=4, batch=2, vae_steps=4, unet_steps=4, warmup=1, log_every=1, checkpoint_every=2)
 
 
 def test_pretrain_writes_a_loadable_backbone_with_its_report(tmp_path, private_cache):
     cfg = PretrainConfig(pool_count=8, val_count=4, batch=4, vae_steps=2, unet_steps=2, warmup=1,
-                         output=str(tmp_path / "bb"))
+                         output=str(tmp_path / "run"), export=str(tmp_path / "bb"))
     summary = pretrain(cfg, "python -m harness pretrain --set vae_steps=2")
     backbone = load_backbone(tmp_path / "bb")
     assert backbone.scaling_factor == summary["scaling_factor"] > 0
@@ -16,11 +21,80 @@ def test_pretrain_writes_a_loadable_backbone_with_its_report(tmp_path, private_c
         assert summary[key] >= 0
     written = json.loads((tmp_path / "bb" / "training_summary.json").read_text())
     assert written["command"] == "python -m harness pretrain --set vae_steps=2"
+    assert (tmp_path / "bb" / "training_log.jsonl").read_text() == (tmp_path / "run" / "training_log.jsonl").read_text()
     loss = pretrained_loss_at(backbone, torch.randn(2, 4, 16, 16), k=500)
     assert 0 < loss < 10
+
+
+class KilledAt:
+    """torch.nn.functional for harness.pretrain, raising KeyboardInterrupt at the n-th mse_loss (one per step: the
+    VAE's steps come first, then the UNet's)."""
+
+    def __init__(self, n: int) -> None:
+        self.calls, self.n = 0, n
+
+    def mse_loss(self, *args, **kwargs):
+        self.calls += 1
+        if self.calls == self.n:
+            raise KeyboardInterrupt
+        return F.mse_loss(*args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(F, name)
+
+
+def _steps(log_path):
+    """The log's training rows without their times."""
+    rows = [json.loads(line) for line in log_path.read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k != "elapsed_s"} for r in rows if r.get("stage") in ("vae", "unet")]
+
+
+@pytest.mark.parametrize("killed_at_call", [4, 5, 8], ids=["vae-step-3", "unet-step-0", "unet-step-3"])
+def test_a_killed_pretraining_resumes_to_the_same_backbone(tmp_path, private_cache, monkeypatch, killed_at_call):
+    reference = pretrain(PretrainConfig(**TINY, output=str(tmp_path / "ref"), export=str(tmp_path / "ref_bb")), "ref")
+    cfg = PretrainConfig(**TINY, output=str(tmp_path / "run"), export=str(tmp_path / "bb"))
+    monkeypatch.setattr(pretrain_module, "F", KilledAt(killed_at_call))
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(cfg, "run")
+    assert not (tmp_path / "bb").exists()  # nothing exported by a run that did not finish
+    monkeypatch.setattr(pretrain_module, "F", F)
+
+    summary = pretrain(cfg, "run")
+    resumed = summary["resumed_from"]
+    assert (resumed["stage"], resumed["step"]) == {4: ("vae", 2), 5: ("vae", 4), 8: ("unet", 2)}[killed_at_call]
+    for stage in ("vae", "unet"):
+        ours = torch.load(tmp_path / "run" / f"checkpoint_{stage}.pt", weights_only=True)
+        theirs = torch.load(tmp_path / "ref" / f"checkpoint_{stage}.pt", weights_only=True)
+        assert ours["module"].keys() == theirs["module"].keys()
+        for name, weight in theirs["module"].items():
+            assert torch.equal(ours["module"][name], weight), f"{stage} {name}"
+    for key in ("vae_final_loss_ema", "unet_final_loss_ema", "scaling_factor", "vae_rgb_mae_pm1"):
+        assert summary[key] == reference[key]
+    assert _steps(tmp_path / "run" / "training_log.jsonl") == _steps(tmp_path / "ref" / "training_log.jsonl")
+    events = [json.loads(line) for line in (tmp_path / "bb" / "training_log.jsonl").read_text().splitlines()]
+    assert [e for e in events if e.get("event") == "resume"] == [
+        {"event": "resume", "resumed_stage": resumed["stage"], "steps_done": resumed["step"],
+         "elapsed_s": pytest.approx(resumed["elapsed_s"], abs=0.2)}]
+
+
+def test_a_run_folder_refuses_other_settings_and_a_finished_run_only_exports_again(tmp_path, private_cache):
+    cfg = PretrainConfig(**TINY, output=str(tmp_path / "run"), export=str(tmp_path / "bb"))
+    first = pretrain(cfg, "run")
+    with pytest.raises(ValueError, match=r"run holds a run with other settings \(vae_lr differ"):
+        pretrain(PretrainConfig(**{**TINY, "vae_lr": 1e-4}, output=str(tmp_path / "run")), "run")
+    again = pretrain(PretrainConfig(**{**TINY, "log_every": 3}, output=str(tmp_path / "run"),
+                                    export=str(tmp_path / "bb2")), "run")
+    assert (again["resumed_from"]["stage"], again["resumed_from"]["step"]) == ("unet", TINY["unet_steps"])
+    assert again["unet_final_loss_ema"] == first["unet_final_loss_ema"]
+    assert _steps(tmp_path / "bb2" / "training_log.jsonl") == _steps(tmp_path / "bb" / "training_log.jsonl")
 
 
 def test_pretrain_schedule_warms_up_and_decays():
     f = _lr_lambda(10, 110, final_ratio=0.05)
     assert f(0) == 0.1 and f(9) == 1.0
     assert abs(f(110) - 0.05) < 1e-12
+
+
+def test_pretrain_settings_that_cannot_run_are_refused():
+    with pytest.raises(ValueError, match="checkpoint_every must be at least 1; got 0"):
+        PretrainConfig(checkpoint_every=0)

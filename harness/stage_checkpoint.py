@@ -1,0 +1,99 @@
+"""Checkpoints of a training run made of stages run one after another (the tiny backbone's pretraining: the VAE,
+then the UNet), so that a run killed at any moment resumes from its last checkpoint and ends bit-identical to a run
+that never stopped (same thread count).
+
+A run folder holds ``settings.json`` (the settings that decide the result; a resume with others is refused) and one
+``checkpoint_<stage>.pt`` per stage reached, rewritten atomically every few steps: the module's weights, the
+optimiser and learning-rate schedule, the loss EMA, the global torch RNG state the stage draws from, and the
+training time so far. A finished stage's file stays: later stages resume on top of it.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from harness.pool import _atomic_save
+from harness.runio import atomic_write_text, read_jsonl
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    stage: str
+    step: int  # optimiser steps of ``stage`` already done
+    elapsed_s: float  # training time when that checkpoint was written
+
+
+class TrainingClock:
+    """Seconds of training so far, counting earlier sessions up to their last checkpoint."""
+
+    def __init__(self) -> None:
+        self.started, self.offset = time.time(), 0.0
+
+    def elapsed(self) -> float:
+        return self.offset + time.time() - self.started
+
+    def continue_from(self, seconds: float) -> None:
+        self.started, self.offset = time.time(), seconds
+
+
+class StageCheckpoints:
+    def __init__(self, folder: Path, stages: tuple[str, ...], settings: dict) -> None:
+        self.folder, self.stages, self.settings = Path(folder), stages, settings
+
+    def path(self, stage: str) -> Path:
+        return self.folder / f"checkpoint_{stage}.pt"
+
+    def open(self) -> ResumePoint | None:
+        """Check the folder's settings (writing them on a fresh start); the furthest checkpoint, or None."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        settings_file = self.folder / "settings.json"
+        if settings_file.is_file():
+            before = json.loads(settings_file.read_text())
+            if before != self.settings:
+                changed = sorted(k for k in set(before) | set(self.settings) if before.get(k) != self.settings.get(k))
+                raise ValueError(f"{self.folder} holds a run with other settings ({', '.join(changed)} differ: "
+                                 f"{ {k: before.get(k) for k in changed} }); resume it with the same settings, or "
+                                 f"start a new run with --set output=OTHER_DIR")
+        else:
+            atomic_write_text(settings_file, json.dumps(self.settings, indent=2) + "\n")
+        for stage in reversed(self.stages):
+            if self.path(stage).is_file():
+                saved = torch.load(self.path(stage), weights_only=True)
+                return ResumePoint(stage, int(saved["step"]), round(float(saved["elapsed_s"]), 1))
+        return None
+
+    def save(self, stage: str, step: int, module, optimizer, schedule, ema: float | None, clock: TrainingClock) -> None:
+        _atomic_save({"step": step, "module": module.state_dict(), "optimizer": optimizer.state_dict(),
+                      "schedule": schedule.state_dict(), "ema": ema, "rng": torch.get_rng_state(),
+                      "elapsed_s": clock.elapsed()}, self.path(stage))
+
+    def restore(self, stage: str, module, optimizer, schedule, clock: TrainingClock) -> tuple[int, float | None]:
+        """Load ``stage``'s checkpoint into the objects given and the global RNG: (steps done, loss EMA);
+        (0, None) when the stage has none."""
+        if not self.path(stage).is_file():
+            return 0, None
+        saved = torch.load(self.path(stage), weights_only=True)
+        module.load_state_dict(saved["module"])
+        optimizer.load_state_dict(saved["optimizer"])
+        schedule.load_state_dict(saved["schedule"])
+        torch.set_rng_state(saved["rng"])
+        clock.continue_from(saved["elapsed_s"])
+        return int(saved["step"]), saved["ema"]
+
+    def trim_log(self, log_path: Path, point: ResumePoint) -> None:
+        """Drop the training rows ({"stage", "step", ...}) logged after ``point`` (the resumed run logs them again)
+        and any row of a later stage; event rows (no "stage") stay."""
+        order = {stage: i for i, stage in enumerate(self.stages)}
+        limit = (order[point.stage], point.step)
+
+        def before(row: dict) -> bool:
+            if "stage" not in row:
+                return True
+            return row["stage"] in order and (order[row["stage"]], row.get("step", 0)) < limit
+
+        kept = [row for row in read_jsonl(log_path) if before(row)]
+        atomic_write_text(log_path, "".join(json.dumps(row) + "\n" for row in kept))
