@@ -138,6 +138,9 @@ def cmd_train(args) -> int:
             settings.setdefault("output", f"cache/train/ablation/{args.variant}")
     summary = train(method_cfg, TrainConfig(**settings), command, method_name=args.method)
     print(json.dumps(summary["final_loss_ema"]))
+    if "stopped_at" in summary:
+        print(f"stopped after {summary['stopped_at']} of {summary['train_config']['iterations']} iterations (stop_at); "
+              f"the same command without --set stop_at=... continues from the checkpoint", file=sys.stderr)
     return 0
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 import numpy as np
 
@@ -67,3 +67,10 @@ def read_jsonl(path: Path) -> list[dict]:
                 continue
             raise ValueError(f"{path}: line {i + 1} is not valid JSON; the file is damaged") from None
     return rows
+
+
+def keep_jsonl_rows(path: Path, keep: Callable[[dict], bool]) -> None:
+    """Rewrite ``path`` atomically with only the rows ``keep`` accepts (a resumed training drops the rows it logged
+    after its last checkpoint, since it logs them again)."""
+    rows = [row for row in read_jsonl(path) if keep(row)]
+    atomic_write_text(path, "".join(json.dumps(row) + "\n" for row in rows))

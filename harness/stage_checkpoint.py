@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from harness.pool import _atomic_save
-from harness.runio import atomic_write_text, read_jsonl
+from harness.runio import atomic_write_text, keep_jsonl_rows
 
 
 @dataclass(frozen=True)
@@ -25,6 +25,12 @@ class ResumePoint:
     stage: str
     step: int  # optimiser steps of ``stage`` already done
     elapsed_s: float  # training time when that checkpoint was written
+
+
+def settings_change(before: dict, now: dict) -> str:
+    """The settings that differ, as "key: old -> new, ..." ("" when none do)."""
+    changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
+    return ", ".join(f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in changed)
 
 
 class TrainingClock:
@@ -40,7 +46,17 @@ class TrainingClock:
         self.started, self.offset = time.time(), seconds
 
 
+def _load(path: Path) -> dict:
+    try:
+        return torch.load(path, weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unreadable file gets the same advice
+        raise ValueError(f"{path} cannot be read as a checkpoint ({type(e).__name__}); delete it to redo that stage "
+                         f"from its start, or delete its folder to start the run over") from e
+
+
 class StageCheckpoints:
+    """The checkpoints of one run folder, for ``stages`` run in that order."""
+
     def __init__(self, folder: Path, stages: tuple[str, ...], settings: dict) -> None:
         self.folder, self.stages, self.settings = Path(folder), stages, settings
 
@@ -52,17 +68,15 @@ class StageCheckpoints:
         self.folder.mkdir(parents=True, exist_ok=True)
         settings_file = self.folder / "settings.json"
         if settings_file.is_file():
-            before = json.loads(settings_file.read_text())
-            if before != self.settings:
-                changed = sorted(k for k in set(before) | set(self.settings) if before.get(k) != self.settings.get(k))
-                raise ValueError(f"{self.folder} holds a run with other settings ({', '.join(changed)} differ: "
-                                 f"{ {k: before.get(k) for k in changed} }); resume it with the same settings, or "
-                                 f"start a new run with --set output=OTHER_DIR")
+            change = settings_change(json.loads(settings_file.read_text()), self.settings)
+            if change:
+                raise ValueError(f"{self.folder} holds a run with other settings ({change}); resume it with the "
+                                 f"same settings, or start a new run with --set output=OTHER_DIR")
         else:
             atomic_write_text(settings_file, json.dumps(self.settings, indent=2) + "\n")
         for stage in reversed(self.stages):
             if self.path(stage).is_file():
-                saved = torch.load(self.path(stage), weights_only=True)
+                saved = _load(self.path(stage))
                 return ResumePoint(stage, int(saved["step"]), round(float(saved["elapsed_s"]), 1))
         return None
 
@@ -76,7 +90,7 @@ class StageCheckpoints:
         (0, None) when the stage has none."""
         if not self.path(stage).is_file():
             return 0, None
-        saved = torch.load(self.path(stage), weights_only=True)
+        saved = _load(self.path(stage))
         module.load_state_dict(saved["module"])
         optimizer.load_state_dict(saved["optimizer"])
         schedule.load_state_dict(saved["schedule"])
@@ -95,5 +109,4 @@ class StageCheckpoints:
                 return True
             return row["stage"] in order and (order[row["stage"]], row.get("step", 0)) < limit
 
-        kept = [row for row in read_jsonl(log_path) if before(row)]
-        atomic_write_text(log_path, "".join(json.dumps(row) + "\n" for row in kept))
+        keep_jsonl_rows(log_path, before)

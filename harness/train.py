@@ -25,6 +25,8 @@ import torch
 
 from harness.manifest import stable_seed
 from harness.pool import latent_pool, render_pool
+from harness.runio import keep_jsonl_rows
+from harness.stage_checkpoint import settings_change
 from methods.backbones import TINY_IMAGE_SIZE, WEIGHTS_DIR, save_module_fp16
 from harness.registry import load_entries
 from methods.latent import TRAINABLE, save_config
@@ -45,6 +47,8 @@ class TrainConfig:
     pool_count: int = 6000  # tiny-world training scenes (x2 with flips)
     mixed_precision: str = "no"  # "no" | "fp16" | "bf16"
     checkpoint_every: int = 250
+    stop_at: int = 0  # stop once this many iterations are done (checkpointed, not exported; for time-limited jobs:
+    # the same command without it continues); 0 = train to the end
     log_every: int = 50
     output: str = ""  # run folder (checkpoints, log); default cache/train/<method>_<task>
     export: str = ""  # where the final fp16 checkpoint goes; default methods/weights/dpbridge_tiny_<task>
@@ -79,8 +83,28 @@ def _log(path: Path, row: dict) -> None:
         f.write(json.dumps(row) + "\n")
 
 
-def _save_state(accelerator, out: Path, iteration: int, config: dict) -> None:
-    """Checkpoint to out/checkpoint (written to a temp folder, then swapped in: a kill never leaves half a one)."""
+NOT_RESULT_SETTINGS = ("checkpoint_every", "log_every", "output", "export", "stop_at")  # free to change on a resume
+
+
+def result_settings(cfg: TrainConfig) -> dict:
+    """The TrainConfig fields that decide the trained weights (a resume must keep them)."""
+    return {k: v for k, v in asdict(cfg).items() if k not in NOT_RESULT_SETTINGS}
+
+
+def _check_resume(out: Path, state: dict, method_config: dict, train_settings: dict) -> None:
+    """Refuse to continue a checkpoint under other settings (it would end as no uninterrupted run would)."""
+    if state.get("method_config") != method_config:
+        raise ValueError(f"{out}/checkpoint was trained with another method config ({state.get('method_config')});"
+                         f" resume with the same settings or choose another --set output=DIR")
+    change = settings_change(state.get("train_config", train_settings), train_settings)  # older: unrecorded
+    if change:
+        raise ValueError(f"{out}/checkpoint was trained with other training settings ({change}); resume with the "
+                         f"same settings or choose another --set output=DIR")
+
+
+def _save_state(accelerator, out: Path, record: dict) -> None:
+    """Checkpoint to out/checkpoint (written to a temp folder, then swapped in: a kill never leaves half a one);
+    ``record`` (iteration, configs, loss EMAs) goes to its iteration.json."""
     tmp, final = out / "checkpoint.tmp", out / "checkpoint"
     if accelerator.is_main_process:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -89,7 +113,7 @@ def _save_state(accelerator, out: Path, iteration: int, config: dict) -> None:
     accelerator.wait_for_everyone()
     if not accelerator.is_main_process:
         return
-    (tmp / "iteration.json").write_text(json.dumps({"iteration": iteration, "method_config": config}))
+    (tmp / "iteration.json").write_text(json.dumps(record))
     old = out / "checkpoint.old"
     if final.exists():
         os.replace(final, old)
@@ -123,9 +147,21 @@ def mean_over_processes(ema: dict) -> dict:
     """Each loss term's running mean averaged over the processes that have it (a collective: all must call)."""
     from accelerate.utils import gather_object
 
-    every = gather_object([ema])
-    keys = list(dict.fromkeys(k for e in every for k in e))
-    return {k: sum(e[k] for e in every if k in e) / sum(k in e for e in every) for k in keys}
+    return mean_of(gather_object([ema]))
+
+
+def mean_of(emas: list[dict]) -> dict:
+    """Each key's mean over the dicts that have it."""
+    keys = list(dict.fromkeys(k for e in emas for k in e))
+    return {k: sum(e[k] for e in emas if k in e) / sum(k in e for e in emas) for k in keys}
+
+
+def continued_ema(saved: list[dict] | None, world: int, rank: int) -> dict:
+    """This process' loss EMAs from a checkpoint's per-process list (their mean when the number of processes
+    changed; none from a checkpoint written before they were saved)."""
+    if not saved:
+        return {}
+    return dict(saved[rank]) if len(saved) == world else mean_of(saved)
 
 
 def same_start(accelerator, start: int, out: Path) -> None:
@@ -170,26 +206,28 @@ def train(method_cfg, cfg: TrainConfig, command: str, method_name: str = "dpbrid
     model.vae.to(accelerator.device)
     model.null_text = model.null_text.to(accelerator.device)
 
-    start = 0
+    start, resumed_ema = 0, None
     if (out / "checkpoint" / "iteration.json").is_file():
         state = json.loads((out / "checkpoint" / "iteration.json").read_text())
-        if state.get("method_config") != asdict(method_cfg):
-            raise ValueError(f"{out}/checkpoint was trained with another method config ({state.get('method_config')});"
-                             f" resume with the same settings or choose another --set output=DIR")
+        _check_resume(out, state, asdict(method_cfg), result_settings(cfg))
         accelerator.load_state(str(out / "checkpoint"))
         start = state["iteration"]
+        resumed_ema = state.get("loss_ema_per_process")
     same_start(accelerator, start, out)
     log_path = out / "training_log.jsonl"
     if start == 0 and accelerator.is_main_process:
         log_path.write_text("")
+    elif accelerator.is_main_process:  # rows logged after the checkpoint are logged again below
+        keep_jsonl_rows(log_path, lambda row: "event" in row or row.get("iteration", 0) < start)
     effective = accelerator.num_processes * cfg.batch * cfg.grad_accum
     if accelerator.is_main_process:
         _log(log_path, {"event": "start", "iteration": start, "effective_batch": effective,
                         "world_size": accelerator.num_processes, "device": str(accelerator.device)})
-    started, ema = time.time(), {}
-    model.unet.train()
     world, rank = accelerator.num_processes, accelerator.process_index
-    for it in range(start, cfg.iterations):
+    started, ema = time.time(), (continued_ema(resumed_ema, world, rank) if start else {})
+    model.unet.train()
+    end = min(cfg.stop_at, cfg.iterations) if cfg.stop_at else cfg.iterations
+    for it in range(start, end):
         for micro in range(cfg.grad_accum):
             # One global batch (processes x batch) per micro-step from a generator every process seeds alike; each
             # process takes its rows, so N processes train on exactly what one process with batch N x batch would.
@@ -215,13 +253,17 @@ def train(method_cfg, cfg: TrainConfig, command: str, method_name: str = "dpbrid
         for k, v in losses.items():
             ema[k] = v.item() if k not in ema else 0.98 * ema[k] + 0.02 * v.item()
         done = it + 1
-        if it % cfg.log_every == 0 or done == cfg.iterations:
+        if it % cfg.log_every == 0 or done == end:
             shared = mean_over_processes(ema)  # every process takes part
             if accelerator.is_main_process:
                 _log(log_path, {"iteration": it, **{f"{k}_ema": round(v, 5) for k, v in shared.items()},
                                 "lr": sched.get_last_lr()[0], "elapsed_s": round(time.time() - started, 1)})
-        if done % cfg.checkpoint_every == 0 or done == cfg.iterations:
-            _save_state(accelerator, out, done, asdict(method_cfg))
+        if done % cfg.checkpoint_every == 0 or done == end:
+            from accelerate.utils import gather_object
+
+            _save_state(accelerator, out, {"iteration": done, "method_config": asdict(method_cfg),
+                                           "train_config": result_settings(cfg),
+                                           "loss_ema_per_process": gather_object([ema])})
     accelerator.wait_for_everyone()
     ema = mean_over_processes(ema)
     summary = {"command": command, "method": method_name, "method_config": asdict(method_cfg),
@@ -230,6 +272,11 @@ def train(method_cfg, cfg: TrainConfig, command: str, method_name: str = "dpbrid
                "train_time_s_this_session": round(time.time() - started, 1), "torch_threads": torch.get_num_threads()}
     if source is not None:
         summary["train_data"] = source.describe()
+    if end < cfg.iterations:
+        summary["stopped_at"] = max(end, start)
+        if accelerator.is_main_process:
+            _log(log_path, {"event": "stopped", "iteration": summary["stopped_at"], "of": cfg.iterations})
+        return summary
     if accelerator.is_main_process:
         export(accelerator.unwrap_model(model.unet), model, summary, log_path,
                Path(cfg.export or WEIGHTS_DIR / f"{method_name}_{method_cfg.task}"))

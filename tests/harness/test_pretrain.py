@@ -80,7 +80,7 @@ def test_a_killed_pretraining_resumes_to_the_same_backbone(tmp_path, private_cac
 def test_a_run_folder_refuses_other_settings_and_a_finished_run_only_exports_again(tmp_path, private_cache):
     cfg = PretrainConfig(**TINY, output=str(tmp_path / "run"), export=str(tmp_path / "bb"))
     first = pretrain(cfg, "run")
-    with pytest.raises(ValueError, match=r"run holds a run with other settings \(vae_lr differ"):
+    with pytest.raises(ValueError, match=r"run holds a run with other settings \(vae_lr: 0.001 -> 0.0001\)"):
         pretrain(PretrainConfig(**{**TINY, "vae_lr": 1e-4}, output=str(tmp_path / "run")), "run")
     again = pretrain(PretrainConfig(**{**TINY, "log_every": 3}, output=str(tmp_path / "run"),
                                     export=str(tmp_path / "bb2")), "run")
@@ -98,3 +98,10 @@ def test_pretrain_schedule_warms_up_and_decays():
 def test_pretrain_settings_that_cannot_run_are_refused():
     with pytest.raises(ValueError, match="checkpoint_every must be at least 1; got 0"):
         PretrainConfig(checkpoint_every=0)
+
+
+def test_an_unreadable_checkpoint_is_named_with_the_fix(tmp_path, private_cache):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "checkpoint_vae.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match=r"checkpoint_vae.pt cannot be read as a checkpoint \(UnpicklingError\); delete it to redo"):
+        pretrain(PretrainConfig(**TINY, output=str(tmp_path / "run"), export=str(tmp_path / "bb")), "run")

@@ -4,6 +4,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+import harness.train as train_module
 from harness.train import TrainConfig, lr_factor, train
 from methods.dpbridge import DPBridgeConfig, load_checkpoint
 
@@ -19,21 +20,53 @@ def _weights(folder):
     return load_file(str(folder / "unet" / "diffusion_pytorch_model.safetensors"))
 
 
-def test_resumed_training_equals_uninterrupted_training(tmp_path, tiny_backbone_dir, private_cache):
+def _iteration_rows(folder):
+    rows = [json.loads(line) for line in (folder / "training_log.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k != "elapsed_s"} for r in rows if "event" not in r]
+
+
+def test_a_killed_training_resumes_to_the_same_weights_and_log(tmp_path, tiny_backbone_dir, private_cache,
+                                                               monkeypatch):
     method, cfg = _cfgs(tmp_path, tiny_backbone_dir)
     full = TrainConfig(**{**cfg.__dict__, "output": str(tmp_path / "a"), "export": str(tmp_path / "ea")})
     train(method, full, "test")
-    # the same run stopped after 2 iterations (a checkpoint), then started again with the full length
-    half = TrainConfig(**{**cfg.__dict__, "iterations": 2, "output": str(tmp_path / "b"), "export": str(tmp_path / "eb")})
-    train(method, half, "test")
-    resumed = TrainConfig(**{**half.__dict__, "iterations": 4})
-    train(method, resumed, "test")
+    killed = TrainConfig(**{**cfg.__dict__, "output": str(tmp_path / "b"), "export": str(tmp_path / "eb")})
+    draws, real_draw = [], train_module.draw_batch
+
+    def dies_at_iteration_3(*args, **kwargs):  # one draw per iteration; the last checkpoint was after iteration 1
+        draws.append(1)
+        if len(draws) == 4:
+            raise KeyboardInterrupt
+        return real_draw(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "draw_batch", dies_at_iteration_3)
+    with pytest.raises(KeyboardInterrupt):
+        train(method, killed, "test")
+    monkeypatch.setattr(train_module, "draw_batch", real_draw)
+    assert [r["iteration"] for r in _iteration_rows(tmp_path / "b")] == [0, 1, 2]
+    train(method, killed, "test")
     a, b = _weights(tmp_path / "ea"), _weights(tmp_path / "eb")
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
     log = [json.loads(line) for line in (tmp_path / "b" / "training_log.jsonl").read_text().splitlines()]
     assert [row["iteration"] for row in log if row.get("event") == "start"] == [0, 2]
+    assert _iteration_rows(tmp_path / "b") == _iteration_rows(tmp_path / "a")  # iteration 2 logged once
+
+
+def test_stop_at_checkpoints_without_exporting_and_the_same_command_continues(tmp_path, tiny_backbone_dir,
+                                                                             private_cache):
+    method, cfg = _cfgs(tmp_path, tiny_backbone_dir, iterations=3, checkpoint_every=5)
+    full = TrainConfig(**{**cfg.__dict__, "output": str(tmp_path / "a"), "export": str(tmp_path / "ea")})
+    train(method, full, "test")
+    split = TrainConfig(**{**cfg.__dict__, "output": str(tmp_path / "b"), "export": str(tmp_path / "eb")})
+    stopped = train(method, TrainConfig(**{**split.__dict__, "stop_at": 1}), "test")
+    assert stopped["stopped_at"] == 1 and not (tmp_path / "eb").exists()
+    assert json.loads((tmp_path / "b" / "checkpoint" / "iteration.json").read_text())["iteration"] == 1
+    train(method, split, "test")
+    a, b = _weights(tmp_path / "ea"), _weights(tmp_path / "eb")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert _iteration_rows(tmp_path / "b") == _iteration_rows(tmp_path / "a")
 
 
 def test_exported_checkpoint_loads_and_records_its_command(tmp_path, tiny_backbone_dir, private_cache):
@@ -63,6 +96,10 @@ def test_resuming_with_other_settings_is_refused(tmp_path, tiny_backbone_dir, pr
     other = DPBridgeConfig(task="normals", backbone=str(tiny_backbone_dir), dan="B")
     with pytest.raises(ValueError, match="another method config"):
         train(other, TrainConfig(**{**cfg.__dict__, "iterations": 4}), "test")
+    with pytest.raises(ValueError, match=r"other training settings \(iterations: 2 -> 4, lr: 0.0005 -> 0.001\)"):
+        train(method, TrainConfig(**{**cfg.__dict__, "iterations": 4, "lr": 1e-3}), "test")
+    train(method, TrainConfig(**{**cfg.__dict__, "log_every": 5, "export": str(tmp_path / "e2")}), "test")  # allowed
+    assert (tmp_path / "e2" / "training_summary.json").is_file()
 
 
 def test_v_parameterisation_trains_and_round_trips(tmp_path, tiny_backbone_dir, private_cache):
