@@ -36,7 +36,7 @@ from harness.dataroots import build_with_root
 from harness.distributed import processes
 from harness.registry import build_method, method_class, method_tasks
 from harness.run import RESULTS_DIR
-from harness.runio import atomic_write_text
+from harness.runio import append_jsonl, atomic_write_text, read_jsonl
 from harness.scoring import alignment_for, score_depth, score_normals
 from harness.summary import summarize_depth, summarize_normals
 from methods.base import RunOptions
@@ -141,45 +141,96 @@ def quality(method, dataset, samples, preds) -> tuple[str, float, float, float]:
     return (metric, *stats[metric])
 
 
+COLUMNS = ("method", "dataset", "task", "steps", "height", "width", "n_images", "n_batches", "batch_size",
+           "latency_median_ms", "latency_p90_ms", "ms_per_step", "images_per_s", "cpu_median_ms", "peak_memory_mib",
+           "peak_memory_kind", "metric", "value", "ci_low", "ci_high", "device", "dtype", "channels_last", "compile",
+           "measured_at")  # of latency.csv, one row per cell
+CELLS_FILE = "cells.jsonl"  # one row per measured (method, dataset, steps) cell, appended as each finishes
+STUDY_CONFIG_FILE = "study_config.json"
+
+
+def study_folder(cfg: LatencyConfig, output: Optional[str]) -> Path:
+    """``output``; else the newest unfinished study of these settings (a killed one continues); else a new
+    results/latency/latency-<settings hash>-<UTC time>."""
+    if output:
+        return Path(output)
+    key = mf.config_key(asdict(cfg))
+    unfinished = sorted(f for f in (RESULTS_DIR / "latency").glob(f"latency-{key}-*")
+                        if (f / CELLS_FILE).is_file() and not (f / "latency.csv").exists())
+    if unfinished:
+        return unfinished[-1]
+    return RESULTS_DIR / "latency" / f"latency-{key}-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%S')}"
+
+
+def measured_cells(folder: Path, cfg: LatencyConfig) -> dict[tuple, dict]:
+    """The cells an unfinished study in ``folder`` already measured, by (method, dataset, steps); refuses a folder
+    of another study (settings differ) or a finished one."""
+    if (folder / "latency.csv").exists():
+        raise FileExistsError(f"{folder} already holds a latency study; choose another --output or move it away")
+    settings = json.loads(json.dumps(asdict(cfg)))  # tuples as JSON lists
+    config_path = folder / STUDY_CONFIG_FILE
+    if config_path.is_file():
+        change = mf.settings_change(json.loads(config_path.read_text()), settings)
+        if change:
+            raise ValueError(f"{folder} holds an unfinished latency study with other settings ({change}); resume it "
+                             f"with the same settings, or choose another --output")
+    else:
+        atomic_write_text(config_path, json.dumps(settings, indent=2) + "\n")
+    return {(r["method"], r["dataset"], r["steps"]): r for r in read_jsonl(folder / CELLS_FILE)}
+
+
 def latency_study(cfg: LatencyConfig, output: Optional[str] = None, progress: bool = True,
                   roots=None) -> tuple[Optional[Path], Optional[pd.DataFrame]]:
     """Measure every cell (launched on several processes: the first one alone; the others return (None, None)); writes latency.csv, latency.md, latency.png and manifest.json into the study folder
-    (default results/latency/latency-<settings hash>-<UTC time>); ``roots`` as for `run` (harness.dataroots)."""
+    (``study_folder``); ``roots`` as for `run` (harness.dataroots). Each cell is saved as it finishes: run again,
+    a killed study measures only the cells it had not finished (each row says when it was measured)."""
     check_config(cfg)
     if not processes().is_main:  # launched: timings come from one process on one device; the others stand aside
         return None, None
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
-    folder = Path(output) if output else RESULTS_DIR / "latency" / f"latency-{mf.config_key(asdict(cfg))}-{stamp}"
-    if (folder / "latency.csv").exists():
-        raise FileExistsError(f"{folder} already holds a latency study; choose another --output or move it away")
+    folder = study_folder(cfg, output)
+    done = measured_cells(folder, cfg)
     records = []
     for ds_name in cfg.datasets:
         dataset = build_with_root(ds_name, roots)
-        samples = [dataset.load(i) for i in dataset.ids()[:cfg.count]]
+        samples = None
         for name in (m for m in cfg.methods if dataset.spec.task in method_tasks(m)):
-            options = RunOptions(eta=cfg.eta, device=cfg.device, dtype=cfg.dtype,
-                                 channels_last=cfg.channels_last, compile=cfg.compile)
-            method = build_method(name, dataset.spec.task, options)  # built once: the step counts reuse it
-            contract = method.contract
-            if not contract.stochastic or contract.default_steps is None:
-                raise ValueError(f"method {name!r} has no sampling steps; latency against steps applies to "
-                                 f"diffusion methods only")
-            res = contract.processing_res or dataset.spec.processing_res
-            size = processing_size(*samples[0].rgb.shape[:2], res, contract.size_multiple)
-            for steps in cfg.steps:
-                method.use_steps(int(steps))
-                lat, rate, preds, kind, mib = measure_cell(method, samples, size, cfg)
-                metric, value, lo, hi = quality(method, dataset, samples, preds)
-                records.append(cell_record(name, dataset, int(steps), size, lat, kind, mib, metric, value, lo, hi,
-                                           rate, cfg))
-                records[-1]["n_images"] = len(samples)
-                if progress:
-                    r = records[-1]
-                    print(f"{name} {ds_name} steps={steps}: {r['latency_median_ms']:.1f} ms/image, {metric} "
-                          f"{value:.4f}", flush=True)
-    table = pd.DataFrame(records)
-    write_outputs(folder, cfg, table)
+            todo = [int(s) for s in cfg.steps if (name, dataset.name, int(s)) not in done]
+            if todo and samples is None:
+                samples = [dataset.load(i) for i in dataset.ids()[:cfg.count]]
+            fresh = measure_method(name, dataset, samples, todo, cfg, folder, progress) if todo else {}
+            records += [fresh.get(int(s)) or done[(name, dataset.name, int(s))] for s in cfg.steps]
+    table = pd.DataFrame(records, columns=list(COLUMNS))
+    write_outputs(folder, cfg, table, reused=len(done))
     return folder, table
+
+
+def measure_method(name, dataset, samples, steps_list: list[int], cfg: LatencyConfig, folder: Path,
+                   progress: bool) -> dict[int, dict]:
+    """Measure one method on one dataset at each step count of ``steps_list``, appending each cell's row to the
+    study's cells file as it finishes; {steps: row}."""
+    options = RunOptions(eta=cfg.eta, device=cfg.device, dtype=cfg.dtype, channels_last=cfg.channels_last,
+                         compile=cfg.compile)
+    method = build_method(name, dataset.spec.task, options)  # built once: the step counts reuse it
+    contract = method.contract
+    if not contract.stochastic or contract.default_steps is None:
+        raise ValueError(f"method {name!r} has no sampling steps; latency against steps applies to diffusion "
+                         f"methods only")
+    res = contract.processing_res or dataset.spec.processing_res
+    size = processing_size(*samples[0].rgb.shape[:2], res, contract.size_multiple)
+    rows = {}
+    for steps in steps_list:
+        method.use_steps(steps)
+        lat, rate, preds, kind, mib = measure_cell(method, samples, size, cfg)
+        metric, value, lo, hi = quality(method, dataset, samples, preds)
+        row = cell_record(name, dataset, steps, size, lat, kind, mib, metric, value, lo, hi, rate, cfg)
+        row["n_images"] = len(samples)
+        row["measured_at"] = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        append_jsonl(folder / CELLS_FILE, [row])
+        rows[steps] = row
+        if progress:
+            print(f"{name} {dataset.name} steps={steps}: {row['latency_median_ms']:.1f} ms/image, {metric} "
+                  f"{value:.4f}", flush=True)
+    return rows
 
 
 def cell_record(name, dataset, steps, size, lat, kind, mib, metric, value, lo, hi, images_per_s, cfg) -> dict:
@@ -195,7 +246,7 @@ def cell_record(name, dataset, steps, size, lat, kind, mib, metric, value, lo, h
             "compile": cfg.compile}
 
 
-def write_outputs(folder: Path, cfg: LatencyConfig, table: pd.DataFrame) -> None:
+def write_outputs(folder: Path, cfg: LatencyConfig, table: pd.DataFrame, reused: int = 0) -> None:
     from harness.plots import plot_latency
     from harness.tables import format_cell
 
@@ -207,7 +258,7 @@ def write_outputs(folder: Path, cfg: LatencyConfig, table: pd.DataFrame) -> None
               f"{processes().world_size} (a launched study is timed by one process; the others do nothing)",
               "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "unset"),
               "load_average_1_5_15min_at_end": [round(x, 2) for x in os.getloadavg()], "cpu_count": os.cpu_count(),
-              "latency": __doc__.split("\n\n")[1]}
+              "cells_from_an_earlier_session": reused, "latency": __doc__.split("\n\n")[1]}
     atomic_write_text(folder / "manifest.json", json.dumps(record, indent=2) + "\n")
     table.to_csv(folder / "latency.csv", index=False)
     lines = ["| method | dataset | steps | latency median (ms) | p90 (ms) | ms / step | images/s | CPU time median "

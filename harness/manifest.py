@@ -54,3 +54,9 @@ def stable_seed(text: str) -> int:
 
 def config_key(config: dict) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def settings_change(before: dict, now: dict) -> str:
+    """The settings that differ, as "key: old -> new, ..." ("" when none do)."""
+    changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
+    return ", ".join(f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in changed)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from harness.manifest import settings_change
 from harness.pool import _atomic_save
 from harness.runio import atomic_write_text, keep_jsonl_rows
 
@@ -25,12 +26,6 @@ class ResumePoint:
     stage: str
     step: int  # optimiser steps of ``stage`` already done
     elapsed_s: float  # training time when that checkpoint was written
-
-
-def settings_change(before: dict, now: dict) -> str:
-    """The settings that differ, as "key: old -> new, ..." ("" when none do)."""
-    changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
-    return ", ".join(f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in changed)
 
 
 class TrainingClock:

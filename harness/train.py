@@ -23,10 +23,9 @@ from pathlib import Path
 
 import torch
 
-from harness.manifest import stable_seed
+from harness.manifest import settings_change, stable_seed
 from harness.pool import latent_pool, render_pool
 from harness.runio import keep_jsonl_rows
-from harness.stage_checkpoint import settings_change
 from methods.backbones import TINY_IMAGE_SIZE, WEIGHTS_DIR, save_module_fp16
 from harness.registry import load_entries
 from methods.latent import TRAINABLE, save_config

@@ -69,3 +69,41 @@ def test_a_launched_study_is_timed_by_the_first_process_only(tmp_path, monkeypat
     monkeypatch.setattr(latency, "processes", lambda: Processes(rank=0, world_size=2))
     folder, _ = latency_study(cfg, str(tmp_path / "lat"), progress=False)
     assert json.loads((folder / "manifest.json").read_text())["measured_by"].startswith("process 0 of 2")
+
+
+def test_a_killed_latency_study_measures_only_the_cells_it_had_not_finished(tmp_path, monkeypatch):
+    import harness.latency as latency
+
+    monkeypatch.setattr(latency, "RESULTS_DIR", tmp_path / "results")
+    cfg = LatencyConfig(methods=("dpbridge_tiny",), datasets=("synthetic",), steps=(1, 2), count=2, warmup=0)
+    measured, real = [], latency.measure_cell
+
+    def killed_in_the_second_cell(method, samples, size, c):
+        measured.append(1)
+        if len(measured) == 2:
+            raise KeyboardInterrupt
+        return real(method, samples, size, c)
+
+    monkeypatch.setattr(latency, "measure_cell", killed_in_the_second_cell)
+    with pytest.raises(KeyboardInterrupt):
+        latency_study(cfg, progress=False)
+    (folder,) = (tmp_path / "results" / "latency").iterdir()
+    assert len((folder / "cells.jsonl").read_text().splitlines()) == 1 and not (folder / "latency.csv").exists()
+
+    monkeypatch.setattr(latency, "measure_cell", lambda *a: (measured.append(1), real(*a))[1])
+    again, table = latency_study(cfg, progress=False)  # no --output: the unfinished study of these settings
+    assert again == folder and len(measured) == 3  # only the steps=2 cell again
+    assert [json.loads(r)["steps"] for r in (folder / "cells.jsonl").read_text().splitlines()] == [1, 2]
+    assert list(table["steps"]) == [1, 2] and list(table.columns) == list(latency.COLUMNS)
+    assert table["measured_at"].notna().all()
+    assert json.loads((folder / "manifest.json").read_text())["cells_from_an_earlier_session"] == 1
+    assert list(pd.read_csv(folder / "latency.csv").columns) == list(latency.COLUMNS)
+
+
+def test_an_unfinished_latency_study_refuses_other_settings(tmp_path):
+    folder = tmp_path / "lat"
+    folder.mkdir()
+    (folder / "study_config.json").write_text(json.dumps({**json.loads(json.dumps(
+        LatencyConfig().__dict__)), "count": 5}))
+    with pytest.raises(ValueError, match=r"unfinished latency study with other settings \(count: 5 -> 16\)"):
+        latency_study(LatencyConfig(), str(folder), progress=False)
