@@ -169,14 +169,14 @@ def measured_cells(folder: Path, cfg: LatencyConfig) -> dict[tuple, dict]:
         raise FileExistsError(f"{folder} already holds a latency study; choose another --output or move it away")
     settings = json.loads(json.dumps(asdict(cfg)))  # tuples as JSON lists
     config_path = folder / STUDY_CONFIG_FILE
-    if config_path.is_file():
+    cells = read_jsonl(folder / CELLS_FILE)
+    if cells:  # a study with no cell measured yet holds nothing to protect
         change = mf.settings_change(json.loads(config_path.read_text()), settings)
         if change:
             raise ValueError(f"{folder} holds an unfinished latency study with other settings ({change}); resume it "
                              f"with the same settings, or choose another --output")
-    else:
-        atomic_write_text(config_path, json.dumps(settings, indent=2) + "\n")
-    return {(r["method"], r["dataset"], r["steps"]): r for r in read_jsonl(folder / CELLS_FILE)}
+    atomic_write_text(config_path, json.dumps(settings, indent=2) + "\n")
+    return {(r["method"], r["dataset"], r["steps"]): r for r in cells}
 
 
 def latency_study(cfg: LatencyConfig, output: Optional[str] = None, progress: bool = True,

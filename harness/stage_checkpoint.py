@@ -59,16 +59,21 @@ class StageCheckpoints:
         return self.folder / f"checkpoint_{stage}.pt"
 
     def open(self) -> ResumePoint | None:
-        """Check the folder's settings (writing them on a fresh start); the furthest checkpoint, or None."""
+        """The furthest checkpoint (refused when the folder's settings differ), or None (a fresh start: the
+        settings are written, replacing those of an attempt that checkpointed nothing)."""
         self.folder.mkdir(parents=True, exist_ok=True)
         settings_file = self.folder / "settings.json"
-        if settings_file.is_file():
-            change = settings_change(json.loads(settings_file.read_text()), self.settings)
-            if change:
-                raise ValueError(f"{self.folder} holds a run with other settings ({change}); resume it with the "
-                                 f"same settings, or start a new run with --set output=OTHER_DIR")
-        else:
+        point = self._furthest()
+        if point is None:
             atomic_write_text(settings_file, json.dumps(self.settings, indent=2) + "\n")
+            return None
+        change = settings_change(json.loads(settings_file.read_text()), self.settings)
+        if change:
+            raise ValueError(f"{self.folder} holds a run with other settings ({change}); resume it with the same "
+                             f"settings, or start a new run with --set output=OTHER_DIR")
+        return point
+
+    def _furthest(self) -> ResumePoint | None:
         for stage in reversed(self.stages):
             if self.path(stage).is_file():
                 saved = _load(self.path(stage))

@@ -100,10 +100,12 @@ def test_a_killed_latency_study_measures_only_the_cells_it_had_not_finished(tmp_
     assert list(pd.read_csv(folder / "latency.csv").columns) == list(latency.COLUMNS)
 
 
-def test_an_unfinished_latency_study_refuses_other_settings(tmp_path):
+def test_an_unfinished_latency_study_refuses_other_settings_once_it_measured_a_cell(tmp_path):
     folder = tmp_path / "lat"
-    folder.mkdir()
-    (folder / "study_config.json").write_text(json.dumps({**json.loads(json.dumps(
-        LatencyConfig().__dict__)), "count": 5}))
-    with pytest.raises(ValueError, match=r"unfinished latency study with other settings \(count: 5 -> 16\)"):
-        latency_study(LatencyConfig(), str(folder), progress=False)
+    cfg = LatencyConfig(methods=("dpbridge_tiny",), datasets=("synthetic",), steps=(1,), count=1, warmup=0)
+    with pytest.raises(ValueError, match="no sampling steps"):  # nothing measured: the folder does not bind
+        latency_study(LatencyConfig(**{**cfg.__dict__, "methods": ("ramp",)}), str(folder), progress=False)
+    latency_study(cfg, str(folder), progress=False)
+    (folder / "latency.csv").unlink()  # as if killed before the end
+    with pytest.raises(ValueError, match=r"unfinished latency study with other settings \(count: 1 -> 2\)"):
+        latency_study(LatencyConfig(**{**cfg.__dict__, "count": 2}), str(folder), progress=False)

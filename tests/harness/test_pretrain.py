@@ -89,6 +89,16 @@ def test_a_run_folder_refuses_other_settings_and_a_finished_run_only_exports_aga
     assert _steps(tmp_path / "bb2" / "training_log.jsonl") == _steps(tmp_path / "bb" / "training_log.jsonl")
 
 
+def test_an_attempt_that_checkpointed_nothing_does_not_bind_the_run_folder(tmp_path, private_cache, monkeypatch):
+    monkeypatch.setattr(pretrain_module, "F", KilledAt(1))  # killed in the first VAE step
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(PretrainConfig(**{**TINY, "vae_lr": 1e-4}, output=str(tmp_path / "run")), "run")
+    monkeypatch.setattr(pretrain_module, "F", F)
+    summary = pretrain(PretrainConfig(**TINY, output=str(tmp_path / "run"), export=str(tmp_path / "bb")), "run")
+    assert "resumed_from" not in summary
+    assert json.loads((tmp_path / "run" / "settings.json").read_text())["vae_lr"] == TINY.get("vae_lr", 1e-3)
+
+
 def test_pretrain_schedule_warms_up_and_decays():
     f = _lr_lambda(10, 110, final_ratio=0.05)
     assert f(0) == 0.1 and f(9) == 1.0
