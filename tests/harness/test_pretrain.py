@@ -96,7 +96,7 @@ def test_an_attempt_that_checkpointed_nothing_does_not_bind_the_run_folder(tmp_p
     monkeypatch.setattr(pretrain_module, "F", F)
     summary = pretrain(PretrainConfig(**TINY, output=str(tmp_path / "run"), export=str(tmp_path / "bb")), "run")
     assert "resumed_from" not in summary
-    assert json.loads((tmp_path / "run" / "settings.json").read_text())["vae_lr"] == TINY.get("vae_lr", 1e-3)
+    assert json.loads((tmp_path / "run" / "settings.json").read_text())["vae_lr"] == PretrainConfig().vae_lr
 
 
 def test_pretrain_schedule_warms_up_and_decays():
@@ -113,5 +113,6 @@ def test_pretrain_settings_that_cannot_run_are_refused():
 def test_an_unreadable_checkpoint_is_named_with_the_fix(tmp_path, private_cache):
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "checkpoint_vae.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(ValueError, match=r"checkpoint_vae.pt cannot be read as a checkpoint \(UnpicklingError\); delete it to redo"):
+    with pytest.raises(ValueError, match=r"checkpoint_vae.pt cannot be read as a checkpoint \(UnpicklingError\); "
+                                         r"delete it to redo"):
         pretrain(PretrainConfig(**TINY, output=str(tmp_path / "run"), export=str(tmp_path / "bb")), "run")
