@@ -13,14 +13,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from harness.runio import atomic_torch_save
+
 CACHE_DIR = Path(os.environ.get("HARNESS_CACHE", Path(__file__).resolve().parents[1] / "cache"))
-
-
-def _atomic_save(obj, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + f".tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
 
 
 def render_pool(split: str, count: int, seed: int, size: int, cache: bool = True) -> dict[str, torch.Tensor]:
@@ -39,7 +34,7 @@ def render_pool(split: str, count: int, seed: int, size: int, cache: bool = True
         "outdoor": torch.tensor([s.meta.get("scene_type") == "outdoor" for s in samples]),
     }
     if cache:
-        _atomic_save(pool, path)
+        atomic_torch_save(pool, path)
     return pool
 
 
@@ -88,5 +83,5 @@ def latent_pool(pool: dict, task: str, vae: torch.nn.Module, scaling_factor: flo
     valid = torch.cat([valid, valid.flip(-1)])
     out = {"x_T": encode_images(vae, rgb, scaling_factor), "x_0": encode_images(vae, target, scaling_factor),
            "target": target.to(torch.float16), "valid": valid, "meta": meta}
-    _atomic_save(out, path)
+    atomic_torch_save(out, path)
     return out

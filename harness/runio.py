@@ -30,6 +30,16 @@ def atomic_save_npy(path: Path, array: np.ndarray) -> None:
     os.replace(tmp, path)
 
 
+def atomic_torch_save(obj, path: Path) -> None:
+    """torch.save to a temporary name, then renamed over ``path``."""
+    import torch
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
 def drop_torn_tail(path: Path) -> None:
     """Cut a partial last line (left by a kill mid-append) so the next append starts on a fresh line."""
     if not path.is_file() or path.stat().st_size == 0:

@@ -17,8 +17,7 @@ from pathlib import Path
 import torch
 
 from harness.manifest import settings_change
-from harness.pool import _atomic_save
-from harness.runio import atomic_write_text, keep_jsonl_rows
+from harness.runio import atomic_torch_save, atomic_write_text, keep_jsonl_rows
 
 
 @dataclass(frozen=True)
@@ -81,7 +80,7 @@ class StageCheckpoints:
         return None
 
     def save(self, stage: str, step: int, module, optimizer, schedule, ema: float | None, clock: TrainingClock) -> None:
-        _atomic_save({"step": step, "module": module.state_dict(), "optimizer": optimizer.state_dict(),
+        atomic_torch_save({"step": step, "module": module.state_dict(), "optimizer": optimizer.state_dict(),
                       "schedule": schedule.state_dict(), "ema": ema, "rng": torch.get_rng_state(),
                       "elapsed_s": clock.elapsed()}, self.path(stage))
 

@@ -16,6 +16,12 @@ from safetensors.torch import load_file, save_file
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 REPO_DIR = WEIGHTS_DIR.parents[1]
+TINY_BACKBONE_DIR = WEIGHTS_DIR / "tiny_backbone"
+NULL_TEXT_FILE = "null_text_embedding.safetensors"
+
+TINY_IMAGE_SIZE = 64  # px, the tiny world's training resolution
+TINY_LATENT_SIZE = 16  # VAE downsamples 4x
+TINY_TEXT_TOKENS, TINY_TEXT_DIM = 8, 32  # null-text embedding [1,8,32]
 
 
 def recorded_path(path) -> str:
@@ -26,12 +32,6 @@ def recorded_path(path) -> str:
         return resolved.relative_to(REPO_DIR).as_posix()
     except ValueError:
         return str(resolved)
-TINY_BACKBONE_DIR = WEIGHTS_DIR / "tiny_backbone"
-NULL_TEXT_FILE = "null_text_embedding.safetensors"
-
-TINY_IMAGE_SIZE = 64  # px, the tiny world's training resolution
-TINY_LATENT_SIZE = 16  # VAE downsamples 4x
-TINY_TEXT_TOKENS, TINY_TEXT_DIM = 8, 32  # null-text embedding [1,8,32]
 
 
 def tiny_vae_config() -> dict:
