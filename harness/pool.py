@@ -8,6 +8,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -16,26 +19,63 @@ import torch
 from harness.runio import atomic_torch_save
 
 CACHE_DIR = Path(os.environ.get("HARNESS_CACHE", Path(__file__).resolve().parents[1] / "cache"))
+RENDER_CHUNK = 200  # scenes per task handed to a render worker
 
 
-def render_pool(split: str, count: int, seed: int, size: int, cache: bool = True) -> dict[str, torch.Tensor]:
-    """rgb uint8 [N,H,W,3], depth float32 [N,H,W] m, normals float32 [N,H,W,3], valid bool [N,H,W]."""
-    from datasets.synthetic import render
-
+def render_pool(split: str, count: int, seed: int, size: int, cache: bool = True,
+                workers: int | None = None) -> dict[str, torch.Tensor]:
+    """Scenes 0..count-1 as tensors: rgb uint8 [N,H,W,3], depth float32 [N,H,W] m, normals float32 [N,H,W,3],
+    valid bool [N,H,W], outdoor bool [N]. Rendered by ``workers`` processes (default: one per usable CPU); every
+    scene is a pure function of (split, index, seed, size), so the pool is the same for any number of workers."""
     path = CACHE_DIR / f"pool_{split}_{count}_{seed}_{size}_{renderer_fingerprint()}.pt"
     if cache and path.is_file():
         return torch.load(path)
-    samples = [render(split, i, seed=seed, height=size, width=size) for i in range(count)]
-    pool = {
-        "rgb": torch.from_numpy(np.stack([s.rgb for s in samples])),
-        "depth": torch.from_numpy(np.stack([s.depth for s in samples]).astype(np.float32)),
-        "normals": torch.from_numpy(np.stack([s.normals for s in samples]).astype(np.float32)),
-        "valid": torch.from_numpy(np.stack([s.valid for s in samples])),
-        "outdoor": torch.tensor([s.meta.get("scene_type") == "outdoor" for s in samples]),
-    }
+    arrays = render_arrays(split, count, seed, size, default_render_workers() if workers is None else workers)
+    pool = {k: torch.from_numpy(v) for k, v in arrays.items()}
     if cache:
         atomic_torch_save(pool, path)
     return pool
+
+
+def default_render_workers() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def render_arrays(split: str, count: int, seed: int, size: int, workers: int = 1,
+                  chunk: int = RENDER_CHUNK) -> dict[str, np.ndarray]:
+    """Scenes 0..count-1 of ``split`` stacked as ``datasets.render_chunks.render_stack`` stacks them, in chunks of
+    ``chunk`` scenes rendered by ``workers`` processes (1: in this process)."""
+    from datasets.render_chunks import render_stack
+
+    ranges = [(start, min(start + chunk, count)) for start in range(0, count, chunk)]
+    if workers <= 1 or len(ranges) <= 1:
+        parts = [render_stack(split, start, stop, seed, size) for start, stop in ranges]
+    else:
+        parts = _render_in_processes(split, seed, size, ranges, min(workers, len(ranges)))
+    return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
+
+
+def _render_in_processes(split: str, seed: int, size: int, ranges: list[tuple[int, int]],
+                         workers: int) -> list[dict[str, np.ndarray]]:
+    """The chunks ``ranges`` (in order), worker w rendering chunks w, w + workers, ... (``datasets.render_chunks``)."""
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(repo), os.environ.get("PYTHONPATH")]))}
+    with tempfile.TemporaryDirectory(prefix="render_") as tmp:
+        procs = [subprocess.Popen([sys.executable, "-m", "datasets.render_chunks", split, str(seed), str(size), tmp,
+                                   *(f"{a}:{b}" for a, b in ranges[w::workers])],
+                                  env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                 for w in range(workers)]
+        try:
+            for proc in procs:
+                _, err = proc.communicate()
+                if proc.returncode != 0:
+                    raise RuntimeError(f"a render worker failed (exit {proc.returncode}) on {split} scenes "
+                                       f"(seed {seed}, {size} px):\n{err[-3000:]}")
+        finally:
+            for proc in procs:
+                if proc.poll() is None:
+                    proc.kill()
+        return [dict(np.load(Path(tmp) / f"{start}.npz")) for start, _ in ranges]
 
 
 def renderer_fingerprint() -> str:

@@ -73,11 +73,16 @@ def _lr_lambda(warmup: int, total: int, final_ratio: float = 0.05):
 
 
 def _vae_images(pool: dict, idx: torch.Tensor, kinds: torch.Tensor) -> torch.Tensor:
-    """A batch mixing RGB (kind 0), depth (1) and normal (2) images, randomly flipped: [B,3,H,W] in [-1,1]."""
-    rgb = rgb_to_tensor(pool["rgb"][idx])
-    depth = target_image("depth", pool["depth"][idx], None, pool["valid"][idx])
-    normals = target_image("normals", None, pool["normals"][idx], pool["valid"][idx])
-    images = torch.where((kinds == 0).view(-1, 1, 1, 1), rgb, torch.where((kinds == 1).view(-1, 1, 1, 1), depth, normals))
+    """A batch mixing RGB (kind 0), depth (1) and normal (2) images, randomly flipped: [B,3,H,W] in [-1,1].
+    Each row is made only as its kind (a depth image costs a per-image quantile)."""
+    makers = (lambda i: rgb_to_tensor(pool["rgb"][i]),
+              lambda i: target_image("depth", pool["depth"][i], None, pool["valid"][i]),
+              lambda i: target_image("normals", None, pool["normals"][i], pool["valid"][i]))
+    images = torch.empty(len(idx), 3, *pool["rgb"].shape[1:3])
+    for kind, make in enumerate(makers):
+        rows = (kinds == kind).nonzero().flatten()
+        if len(rows):
+            images[rows] = make(idx[rows])
     flip = torch.rand(len(idx)) < 0.5
     flipped = torch.where((kinds == 2).view(-1, 1, 1, 1), flip_horizontal(images, "normals"), flip_horizontal(images))
     return torch.where(flip.view(-1, 1, 1, 1), flipped, images)

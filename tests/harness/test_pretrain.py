@@ -116,3 +116,24 @@ def test_an_unreadable_checkpoint_is_named_with_the_fix(tmp_path, private_cache)
     with pytest.raises(ValueError, match=r"checkpoint_vae.pt cannot be read as a checkpoint \(UnpicklingError\); "
                                          r"delete it to redo"):
         pretrain(PretrainConfig(**TINY, output=str(tmp_path / "run"), export=str(tmp_path / "bb")), "run")
+
+
+def test_a_vae_batch_row_is_its_kind_of_image_flipped_by_the_drawn_coin():
+    from harness.pool import render_pool
+    from methods.targets import flip_horizontal, rgb_to_tensor, target_image
+
+    pool = render_pool("train", 6, 0, 16, cache=False, workers=1)
+    idx, kinds = torch.tensor([0, 1, 2, 3, 4, 5, 2, 2]), torch.tensor([0, 1, 2, 0, 1, 2, 1, 0])
+    torch.manual_seed(5)
+    batch = pretrain_module._vae_images(pool, idx, kinds)
+    torch.manual_seed(5)
+    flips = torch.rand(len(idx)) < 0.5  # the only random draw of a batch
+    assert flips.any() and not flips.all()
+    for row, (i, kind, flip) in enumerate(zip(idx.tolist(), kinds.tolist(), flips.tolist())):
+        one = slice(i, i + 1)
+        image = [rgb_to_tensor(pool["rgb"][one]),
+                 target_image("depth", pool["depth"][one], None, pool["valid"][one]),
+                 target_image("normals", None, pool["normals"][one], pool["valid"][one])][kind]
+        if flip:
+            image = flip_horizontal(image, "normals" if kind == 2 else None)
+        assert torch.equal(batch[row], image[0]), (row, kind, flip)
