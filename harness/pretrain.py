@@ -73,12 +73,13 @@ def _lr_lambda(warmup: int, total: int, final_ratio: float = 0.05):
 
 
 def _vae_images(pool: dict, idx: torch.Tensor, kinds: torch.Tensor) -> torch.Tensor:
-    """A batch mixing RGB (kind 0), depth (1) and normal (2) images, randomly flipped: [B,3,H,W] in [-1,1].
-    Each row is made only as its kind (a depth image costs a per-image quantile)."""
+    """A batch mixing RGB (kind 0), depth (1) and normal (2) images, randomly flipped: [B,3,H,W] in [-1,1],
+    channels-last in memory (as the uint8 pool is; the convolutions' rounding, and so the shipped backbone, depend
+    on it). Each row is made only as its kind (a depth image costs a per-image quantile)."""
     makers = (lambda i: rgb_to_tensor(pool["rgb"][i]),
               lambda i: target_image("depth", pool["depth"][i], None, pool["valid"][i]),
               lambda i: target_image("normals", None, pool["normals"][i], pool["valid"][i]))
-    images = torch.empty(len(idx), 3, *pool["rgb"].shape[1:3])
+    images = torch.empty(len(idx), 3, *pool["rgb"].shape[1:3], memory_format=torch.channels_last)
     for kind, make in enumerate(makers):
         rows = (kinds == kind).nonzero().flatten()
         if len(rows):
