@@ -47,6 +47,8 @@ def render_arrays(split: str, count: int, seed: int, size: int, workers: int = 1
     ``chunk`` scenes rendered by ``workers`` processes (1: in this process)."""
     from datasets.render_chunks import render_stack
 
+    if count < 1:
+        raise ValueError(f"a pool of {split} scenes needs at least one scene; got count={count}")
     ranges = [(start, min(start + chunk, count)) for start in range(0, count, chunk)]
     if workers <= 1 or len(ranges) <= 1:
         parts = [render_stack(split, start, stop, seed, size) for start, stop in ranges]

@@ -20,3 +20,8 @@ def test_a_failing_render_worker_is_reported_with_its_error():
     with pytest.raises(RuntimeError, match="render worker failed.*no_such_split") as err:
         render_arrays("no_such_split", 4, 0, 16, workers=2, chunk=2)
     assert "Traceback" in str(err.value)
+
+
+def test_an_empty_pool_is_refused_by_name():
+    with pytest.raises(ValueError, match="at least one scene; got count=0"):
+        render_arrays("val", 0, 0, 16)
