@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 import harness.pool
+from harness.manifest import device_description
 from harness.pool import encode_images, render_pool
 from harness.stage_checkpoint import StageCheckpoints, TrainingClock
 from harness.train import warmup_exponential
@@ -198,6 +199,7 @@ def pretrain(cfg: PretrainConfig, command: str) -> dict:
     summary.update(train_unet(backbone, raw * backbone.scaling_factor, cfg, Stage("unet", checkpoints, clock, log)))
     summary["train_time_s"] = round(clock.elapsed(), 1)
     summary["torch_threads"] = torch.get_num_threads()
+    summary["machine"] = device_description("cpu")  # the CPU kind sets the rounding (and the losses' digits)
     if resumed is not None:
         summary["resumed_from"] = asdict(resumed)
     log({"stage": "done", **{k: v for k, v in summary.items() if k not in ("config",)}})

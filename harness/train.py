@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from harness.manifest import settings_change, stable_seed
+from harness.manifest import device_description, settings_change, stable_seed
 from harness.pool import latent_pool, render_pool
 from harness.runio import keep_jsonl_rows
 from methods.backbones import TINY_IMAGE_SIZE, WEIGHTS_DIR, save_module_fp16
@@ -268,7 +268,8 @@ def train(method_cfg, cfg: TrainConfig, command: str, method_name: str = "dpbrid
     summary = {"command": command, "method": method_name, "method_config": asdict(method_cfg),
                "train_config": asdict(cfg), "effective_batch": effective, "world_size": accelerator.num_processes,
                "final_loss_ema": {k: round(v, 5) for k, v in ema.items()},
-               "train_time_s_this_session": round(time.time() - started, 1), "torch_threads": torch.get_num_threads()}
+               "train_time_s_this_session": round(time.time() - started, 1), "torch_threads": torch.get_num_threads(),
+               "machine": device_description(str(accelerator.device))}
     if source is not None:
         summary["train_data"] = source.describe()
     if end < cfg.iterations:

@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 
 import harness.pretrain as pretrain_module
+from harness.manifest import device_description
 from harness.pretrain import PretrainConfig, _lr_lambda, pretrain, pretrained_loss_at
 from methods.backbones import load_backbone
 
@@ -21,6 +22,7 @@ def test_pretrain_writes_a_loadable_backbone_with_its_report(tmp_path, private_c
         assert summary[key] >= 0
     written = json.loads((tmp_path / "bb" / "training_summary.json").read_text())
     assert written["command"] == "python -m harness pretrain --set vae_steps=2"
+    assert written["machine"] == device_description("cpu")  # the CPU kind, which sets the rounding
     assert (tmp_path / "bb" / "training_log.jsonl").read_text() == (tmp_path / "run" / "training_log.jsonl").read_text()
     loss = pretrained_loss_at(backbone, torch.randn(2, 4, 16, 16), k=500)
     assert 0 < loss < 10

@@ -5,6 +5,7 @@ import torch
 from safetensors.torch import load_file
 
 import harness.train as train_module
+from harness.manifest import device_description
 from harness.train import TrainConfig, lr_factor, train
 from methods.dpbridge import DPBridgeConfig, load_checkpoint
 
@@ -78,6 +79,7 @@ def test_exported_checkpoint_loads_and_records_its_command(tmp_path, tiny_backbo
     summary = json.loads((tmp_path / "e" / "training_summary.json").read_text())
     assert summary["command"].startswith("python -m harness train")
     assert summary["effective_batch"] == 2 and summary["world_size"] == 1
+    assert summary["machine"] == device_description("cpu")  # the CPU kind, which sets the rounding
 
 
 def test_lr_schedule_warms_up_then_decays_exponentially():
