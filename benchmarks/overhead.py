@@ -29,6 +29,7 @@ from tabulate import tabulate  # noqa: E402
 
 import harness.run as run_module  # noqa: E402
 from harness.evaluate import prepare_batch  # noqa: E402
+from harness.manifest import device_description  # noqa: E402
 from harness.registry import build_method, dataset_class  # noqa: E402
 from methods.base import RunOptions  # noqa: E402
 
@@ -95,11 +96,15 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--batches", default="1,2,4,8,16")
     p.add_argument("--channels-last", action="store_true", help="RunOptions.channels_last for both parts")
+    p.add_argument("--compile", action="store_true",
+                   help="RunOptions.compile for both parts (static shapes: the warm-up call compiles each batch size)")
     p.add_argument("--only", choices=("overhead", "throughput"), help="run one of the two parts")
     args = p.parse_args()
     cfg = run_module.RunConfig(methods=("dpbridge_tiny",), datasets=("synthetic",), steps=args.steps,
-                               count=args.images, batch_size=args.batch_size, channels_last=args.channels_last)
-    method = build_method("dpbridge_tiny", "depth", RunOptions(steps=args.steps, channels_last=args.channels_last))
+                               count=args.images, batch_size=args.batch_size, channels_last=args.channels_last,
+                               compile=args.compile)
+    method = build_method("dpbridge_tiny", "depth", RunOptions(steps=args.steps, channels_last=args.channels_last,
+                                                               compile=args.compile))
     dataset = dataset_class("synthetic")()
     with Clock() as loading:
         samples = [dataset.load(i) for i in dataset.ids()[:args.images]]
@@ -107,7 +112,8 @@ def main() -> None:
     batches = list(torch.split(images, args.batch_size))
     print(f"torch threads {torch.get_num_threads()} (OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}), "
           f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; {args.images} images x {args.steps} "
-          f"steps, batch {args.batch_size}, median of {args.repeats}, channels-last {args.channels_last}\n")
+          f"steps, batch {args.batch_size}, median of {args.repeats}, channels-last {args.channels_last}, "
+          f"compile {args.compile}; {device_description('cpu')}\n")
     if args.only != "throughput":
         overhead(args, cfg, method, batches, loading)
     if args.only != "overhead":
