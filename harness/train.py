@@ -26,6 +26,7 @@ import torch
 from harness.manifest import device_description, settings_change, stable_seed
 from harness.pool import latent_pool, render_pool
 from harness.runio import keep_jsonl_rows
+from harness.weight_ema import WeightEMA
 from methods.backbones import TINY_IMAGE_SIZE, WEIGHTS_DIR, save_module_fp16
 from harness.registry import load_entries
 from methods.latent import TRAINABLE, save_config
@@ -54,6 +55,8 @@ class TrainConfig:
     preset: str = "tiny"  # named recipe the defaults came from ("tiny": these; harness.train_data.TRAIN_PRESETS)
     datasets: str = ""  # comma-separated training adapters (harness.train_data); "" = the tiny-world pool
     dataset_mix: str = ""  # NAME=WEIGHT,... per-micro-batch dataset probabilities; "" = equal
+    weight_ema: float = 0.0  # decay of a moving average of the weights, exported instead of the last weights
+    # (harness.weight_ema); 0 = off, the paper's recipe as written (it names none)
 
 
 def warmup_exponential(step: int, warmup: int, total: int, final_ratio: float) -> float:
@@ -85,9 +88,13 @@ def _log(path: Path, row: dict) -> None:
 NOT_RESULT_SETTINGS = ("checkpoint_every", "log_every", "output", "export", "stop_at")  # free to change on a resume
 
 
+ADDED_OFF = {"weight_ema": 0.0}  # fields added later, left out while off so that older checkpoints still resume
+
+
 def result_settings(cfg: TrainConfig) -> dict:
     """The TrainConfig fields that decide the trained weights (a resume must keep them)."""
-    return {k: v for k, v in asdict(cfg).items() if k not in NOT_RESULT_SETTINGS}
+    return {k: v for k, v in asdict(cfg).items()
+            if k not in NOT_RESULT_SETTINGS and not (k in ADDED_OFF and v == ADDED_OFF[k])}
 
 
 def _check_resume(out: Path, state: dict, method_config: dict, train_settings: dict) -> None:
@@ -202,6 +209,10 @@ def train(method_cfg, cfg: TrainConfig, command: str, method_name: str = "dpbrid
     opt = torch.optim.Adam(model.unet.parameters(), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(step, cfg))
     model.unet, opt, sched = accelerator.prepare(model.unet, opt, sched)
+    average = None
+    if cfg.weight_ema:
+        average = WeightEMA(accelerator.unwrap_model(model.unet), cfg.weight_ema)
+        accelerator.register_for_checkpointing(average)  # saved and restored with the checkpoint
     model.vae.to(accelerator.device)
     model.null_text = model.null_text.to(accelerator.device)
 
@@ -249,6 +260,8 @@ def train(method_cfg, cfg: TrainConfig, command: str, method_name: str = "dpbrid
                 opt.step()
                 sched.step()
                 opt.zero_grad(set_to_none=True)
+        if average is not None:
+            average.update(accelerator.unwrap_model(model.unet))
         for k, v in losses.items():
             ema[k] = v.item() if k not in ema else 0.98 * ema[k] + 0.02 * v.item()
         done = it + 1
@@ -269,7 +282,8 @@ def train(method_cfg, cfg: TrainConfig, command: str, method_name: str = "dpbrid
                "train_config": asdict(cfg), "effective_batch": effective, "world_size": accelerator.num_processes,
                "final_loss_ema": {k: round(v, 5) for k, v in ema.items()},
                "train_time_s_this_session": round(time.time() - started, 1), "torch_threads": torch.get_num_threads(),
-               "machine": device_description(str(accelerator.device))}
+               "machine": device_description(str(accelerator.device)),
+               "exported_weights": f"moving average, decay {cfg.weight_ema}" if average else "last iteration"}
     if source is not None:
         summary["train_data"] = source.describe()
     if end < cfg.iterations:
@@ -277,6 +291,8 @@ def train(method_cfg, cfg: TrainConfig, command: str, method_name: str = "dpbrid
         if accelerator.is_main_process:
             _log(log_path, {"event": "stopped", "iteration": summary["stopped_at"], "of": cfg.iterations})
         return summary
+    if average is not None:
+        average.copy_to(accelerator.unwrap_model(model.unet))
     if accelerator.is_main_process:
         export(accelerator.unwrap_model(model.unet), model, summary, log_path,
                Path(cfg.export or WEIGHTS_DIR / f"{method_name}_{method_cfg.task}"))

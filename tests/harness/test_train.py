@@ -7,6 +7,7 @@ from safetensors.torch import load_file
 import harness.train as train_module
 from harness.manifest import device_description
 from harness.train import TrainConfig, lr_factor, train
+from harness.weight_ema import WeightEMA
 from methods.dpbridge import DPBridgeConfig, load_checkpoint
 
 
@@ -26,9 +27,10 @@ def _iteration_rows(folder):
     return [{k: v for k, v in r.items() if k != "elapsed_s"} for r in rows if "event" not in r]
 
 
+@pytest.mark.parametrize("weight_ema", [0.0, 0.5])  # 0.5: the checkpoint must restore the weight average too
 def test_a_killed_training_resumes_to_the_same_weights_and_log(tmp_path, tiny_backbone_dir, private_cache,
-                                                               monkeypatch):
-    method, cfg = _cfgs(tmp_path, tiny_backbone_dir)
+                                                               monkeypatch, weight_ema):
+    method, cfg = _cfgs(tmp_path, tiny_backbone_dir, weight_ema=weight_ema)
     full = TrainConfig(**{**cfg.__dict__, "output": str(tmp_path / "a"), "export": str(tmp_path / "ea")})
     train(method, full, "test")
     killed = TrainConfig(**{**cfg.__dict__, "output": str(tmp_path / "b"), "export": str(tmp_path / "eb")})
@@ -70,6 +72,37 @@ def test_stop_at_checkpoints_without_exporting_and_the_same_command_continues(tm
     assert _iteration_rows(tmp_path / "b") == _iteration_rows(tmp_path / "a")
 
 
+def test_weight_average_is_exported_and_leaves_the_training_unchanged(tmp_path, tiny_backbone_dir, private_cache):
+    method, cfg = _cfgs(tmp_path, tiny_backbone_dir, iterations=3, checkpoint_every=5)
+    runs = {}
+    for name, decay in (("last", 0.0), ("avg", 0.5)):
+        runs[name] = train(method, TrainConfig(**{**cfg.__dict__, "weight_ema": decay, "output": str(tmp_path / name),
+                                                  "export": str(tmp_path / f"e_{name}")}), "test")
+    assert _iteration_rows(tmp_path / "last") == _iteration_rows(tmp_path / "avg")  # same optimisation
+    assert runs["last"]["exported_weights"] == "last iteration"
+    assert runs["avg"]["exported_weights"] == "moving average, decay 0.5"
+    last, avg = _weights(tmp_path / "e_last"), _weights(tmp_path / "e_avg")
+    assert any(not torch.equal(last[k], avg[k]) for k in last)
+
+
+def test_weight_average_follows_its_formula_and_refuses_another_decay():
+    net = torch.nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        net.weight.fill_(0.0)
+    average = WeightEMA(net, 0.75)
+    for value in (4.0, 8.0):
+        with torch.no_grad():
+            net.weight.fill_(value)
+        average.update(net)
+    assert average.average["weight"].item() == pytest.approx(0.75 * (0.25 * 4.0) + 0.25 * 8.0)
+    average.copy_to(net)
+    assert net.weight.item() == pytest.approx(2.75)
+    with pytest.raises(ValueError, match="decay 0.75"):
+        WeightEMA(net, 0.5).load_state_dict(average.state_dict())
+    with pytest.raises(ValueError, match="weight_ema must lie in"):
+        WeightEMA(net, 1.0)
+
+
 def test_exported_checkpoint_loads_and_records_its_command(tmp_path, tiny_backbone_dir, private_cache):
     method, cfg = _cfgs(tmp_path, tiny_backbone_dir, iterations=1, output=str(tmp_path / "o"),
                         export=str(tmp_path / "e"))
@@ -109,3 +142,8 @@ def test_v_parameterisation_trains_and_round_trips(tmp_path, tiny_backbone_dir, 
     cfg = TrainConfig(iterations=1, batch=2, pool_count=4, output=str(tmp_path / "o"), export=str(tmp_path / "e"))
     train(method, cfg, "test")
     assert load_checkpoint(tmp_path / "e").cfg.parameterization == "v"
+
+
+def test_weight_average_off_is_left_out_of_the_resume_settings_so_older_checkpoints_resume():
+    assert "weight_ema" not in train_module.result_settings(TrainConfig())
+    assert train_module.result_settings(TrainConfig(weight_ema=0.999))["weight_ema"] == 0.999
