@@ -141,6 +141,7 @@ def render(split: str, index: int, seed: int = 0, height: int = 64, width: int =
 
 class _TinyWorld(Dataset):
     task = "depth"
+    cli_settings = ("split", "seed", "height", "width")  # `run --dataset-set split=val` (tune there, never on test)
 
     def __init__(self, split: str = "test", count: Optional[int] = None, seed: int = 0,
                  height: int = 64, width: int = 64):

@@ -53,17 +53,27 @@ def cmd_run(args) -> int:
 
 
 def _dataset_settings(names: tuple[str, ...], pairs: list[str]) -> dict:
-    """--dataset-set KEY=VALUE for every dataset named with an argument (folder:DIR): name -> settings."""
+    """--dataset-set KEY=VALUE for every dataset that takes settings: those named with a folder (folder:DIR, which
+    checks them against its spec.json keys) and registered ones declaring ``cli_settings`` (the tiny world's split,
+    seed and resolution): name -> settings."""
     if not pairs:
         return {}
-    from harness.registry import parse_method_spec
+    from harness.registry import dataset_class, parse_method_spec
 
-    takers = [n for n in names if parse_method_spec(n).argument is not None]
-    if not takers:
-        raise SystemExit("--dataset-set applies to datasets named with a folder (e.g. --datasets folder:DIR); "
-                         "none was given")
     settings = dict(pair.partition("=")[::2] for pair in pairs)
-    return {n: settings for n in takers}
+    out = {}
+    for name in names:
+        declared = getattr(dataset_class(name), "cli_settings", None)
+        if parse_method_spec(name).argument is None and not declared:
+            continue
+        unknown = sorted(set(settings) - set(declared)) if declared else []
+        if unknown:
+            raise SystemExit(f"--dataset-set {', '.join(unknown)}: dataset {name} takes {', '.join(declared)}")
+        out[name] = settings
+    if not out:
+        raise SystemExit("--dataset-set applies to datasets named with a folder (e.g. --datasets folder:DIR) and to "
+                         "the tiny world (synthetic, synthetic_normals: e.g. split=val); none was given")
+    return out
 
 
 def _levels(pairs) -> dict:

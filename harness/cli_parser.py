@@ -46,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a sample whose GT cannot be decoded, whose valid mask is empty or whose prediction is NaN/inf "
                    "becomes a failed row with its reason (counted in summary.csv n_failed) instead of stopping")
     r.add_argument("--dataset-set", action="append", metavar="KEY=VALUE",
-                   help="folder dataset setting overriding its spec.json, e.g. max_depth=10 (see README, folder)")
+                   help="dataset setting: for folder:DIR one overriding its spec.json, e.g. max_depth=10 (see "
+                   "README, folder); for the tiny world its split, seed, height or width, e.g. split=val")
     r.add_argument("--output", help="run folder (default: results/runs/run-<settings hash>)")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
     add_data_options(r)

@@ -1,3 +1,4 @@
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -38,3 +39,28 @@ def test_datasets_all_means_every_registered_evaluation_dataset():
     names = _dataset_names("all")
     assert {"synthetic", "synthetic_normals"} <= set(names)
     assert _dataset_names("synthetic, synthetic_normals") == ("synthetic", "synthetic_normals")
+
+
+def test_the_tiny_world_split_is_chosen_with_dataset_set(tmp_path):
+    import csv
+    import json
+
+    code = main(["run", "--methods", "constant", "--datasets", "synthetic", "--dataset-set", "split=val",
+                 "--count", "2", "--output", str(tmp_path / "r"), "--quiet"])
+    assert code == 0
+    manifest = json.loads((tmp_path / "r" / "manifest.json").read_text())
+    assert manifest["datasets"]["synthetic"]["split"] == "val"
+    rows = list(csv.DictReader((tmp_path / "r" / "summary.csv").open()))
+    assert rows and {r["split"] for r in rows} == {"val"}
+    assert re.search(r"synthetic `[0-9a-f]+` \(val split\)", (tmp_path / "r" / "summary.md").read_text())
+
+
+def test_dataset_set_names_the_settings_a_dataset_takes():
+    import pytest
+
+    with pytest.raises(SystemExit, match="synthetic takes split, seed, height, width"):
+        main(["run", "--datasets", "synthetic", "--dataset-set", "max_depth=3"])
+    from harness.cli import _dataset_settings
+
+    with pytest.raises(SystemExit, match="applies to datasets named with a folder"):
+        _dataset_settings(("nyuv2",), ["split=val"])  # (the run itself stops earlier, at the missing root)
