@@ -72,6 +72,12 @@ def config_key(config: dict) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
 
 
+def without_unset(settings: dict, added_later: tuple[str, ...]) -> dict:
+    """``settings`` less the ``added_later`` keys that are unset (falsy): options added after results were recorded
+    enter a key or a resume check only when used, so what was recorded before them still matches."""
+    return {k: v for k, v in settings.items() if k not in added_later or v}
+
+
 def settings_change(before: dict, now: dict) -> str:
     """The settings that differ, as "key: old -> new, ..." ("" when none do)."""
     changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))

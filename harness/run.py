@@ -50,11 +50,8 @@ class RunConfig:
 
 def config_key(cfg: RunConfig) -> str:
     """Hash of the settings; options added later enter only when set, so runs made before them keep their key."""
-    settings = asdict(cfg)
-    added_later = ("allow_missing", "channels_last", "compile", "checkpoint", "ensemble_size")
-    for later in added_later:  # added later: enter the key only when set
-        if not settings[later]:
-            del settings[later]
+    settings = mf.without_unset(asdict(cfg), ("allow_missing", "channels_last", "compile", "checkpoint",
+                                               "ensemble_size"))
     settings.pop("continue_on_error")  # how failures are reported, not what is computed: resuming may add it
     return mf.config_key(settings)
 

@@ -58,8 +58,8 @@ def list_note(df: pd.DataFrame) -> str:
     """A line naming each dataset's sample-list fingerprint (protocol.md), so a table says which list it used."""
     if "list_fingerprint" not in df:
         return ""
-    split = df["split"] if "split" in df else pd.Series("test", index=df.index)
-    pairs = df.assign(split=split)[["dataset", "list_fingerprint", "split"]].drop_duplicates()
+    with_split = df if "split" in df else df.assign(split="test")
+    pairs = with_split[["dataset", "list_fingerprint", "split"]].drop_duplicates()
     # a split other than the benchmark's test split is named (tuning runs on the tiny world's val split)
     return "\n\nsample lists (fingerprint): " + ", ".join(
         f"{d} `{f}`" + ("" if s == "test" else f" ({s} split)") for d, f, s in pairs.itertuples(index=False))

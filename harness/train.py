@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from harness.manifest import device_description, settings_change, stable_seed
+from harness.manifest import device_description, settings_change, stable_seed, without_unset
 from harness.pool import latent_pool, render_pool
 from harness.runio import keep_jsonl_rows
 from harness.weight_ema import WeightEMA
@@ -88,13 +88,12 @@ def _log(path: Path, row: dict) -> None:
 NOT_RESULT_SETTINGS = ("checkpoint_every", "log_every", "output", "export", "stop_at")  # free to change on a resume
 
 
-ADDED_OFF = {"weight_ema": 0.0}  # fields added later, left out while off so that older checkpoints still resume
+ADDED_LATER = ("weight_ema",)  # left out while off, so that older checkpoints still resume
 
 
 def result_settings(cfg: TrainConfig) -> dict:
     """The TrainConfig fields that decide the trained weights (a resume must keep them)."""
-    return {k: v for k, v in asdict(cfg).items()
-            if k not in NOT_RESULT_SETTINGS and not (k in ADDED_OFF and v == ADDED_OFF[k])}
+    return without_unset({k: v for k, v in asdict(cfg).items() if k not in NOT_RESULT_SETTINGS}, ADDED_LATER)
 
 
 def _check_resume(out: Path, state: dict, method_config: dict, train_settings: dict) -> None:
@@ -283,7 +282,8 @@ def train(method_cfg, cfg: TrainConfig, command: str, method_name: str = "dpbrid
                "final_loss_ema": {k: round(v, 5) for k, v in ema.items()},
                "train_time_s_this_session": round(time.time() - started, 1), "torch_threads": torch.get_num_threads(),
                "machine": device_description(str(accelerator.device)),
-               "exported_weights": f"moving average, decay {cfg.weight_ema}" if average else "last iteration"}
+               "exported_weights": f"moving average, decay {cfg.weight_ema}" if average is not None
+               else "last iteration"}
     if source is not None:
         summary["train_data"] = source.describe()
     if end < cfg.iterations:

@@ -16,14 +16,12 @@ class WeightEMA:
         if not 0.0 < decay < 1.0:
             raise ValueError(f"weight_ema must lie in (0, 1) (0 turns it off), got {decay}")
         self.decay = decay
-        self.updates = 0
         self.average = {name: p.detach().float().clone() for name, p in module.named_parameters()}
 
     @torch.no_grad()
     def update(self, module: torch.nn.Module) -> None:
         for name, p in module.named_parameters():
             self.average[name].lerp_(p.detach().float(), 1.0 - self.decay)
-        self.updates += 1
 
     @torch.no_grad()
     def copy_to(self, module: torch.nn.Module) -> None:
@@ -32,11 +30,10 @@ class WeightEMA:
             p.copy_(self.average[name].to(p.dtype))
 
     def state_dict(self) -> dict:
-        return {"decay": self.decay, "updates": self.updates, "average": self.average}
+        return {"decay": self.decay, "average": self.average}
 
     def load_state_dict(self, state: dict) -> None:
         if state["decay"] != self.decay or state["average"].keys() != self.average.keys():
             raise ValueError(f"the checkpoint's weight average (decay {state['decay']}) is not this run's "
                              f"(decay {self.decay}); resume with the same settings or choose another --set output=DIR")
-        self.updates = state["updates"]
         self.average = {k: v.float() for k, v in state["average"].items()}

@@ -1,9 +1,13 @@
+import csv
+import json
 import re
 import subprocess
 import sys
 from pathlib import Path
 
-from harness.cli import main
+import pytest
+
+from harness.cli import _dataset_settings, main
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,9 +46,6 @@ def test_datasets_all_means_every_registered_evaluation_dataset():
 
 
 def test_the_tiny_world_split_is_chosen_with_dataset_set(tmp_path):
-    import csv
-    import json
-
     code = main(["run", "--methods", "constant", "--datasets", "synthetic", "--dataset-set", "split=val",
                  "--count", "2", "--output", str(tmp_path / "r"), "--quiet"])
     assert code == 0
@@ -56,11 +57,7 @@ def test_the_tiny_world_split_is_chosen_with_dataset_set(tmp_path):
 
 
 def test_dataset_set_names_the_settings_a_dataset_takes():
-    import pytest
-
     with pytest.raises(SystemExit, match="synthetic takes split, seed, height, width"):
         main(["run", "--datasets", "synthetic", "--dataset-set", "max_depth=3"])
-    from harness.cli import _dataset_settings
-
     with pytest.raises(SystemExit, match="applies to datasets named with a folder"):
         _dataset_settings(("nyuv2",), ["split=val"])  # (the run itself stops earlier, at the missing root)
