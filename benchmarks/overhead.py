@@ -98,13 +98,14 @@ def main() -> None:
     p.add_argument("--channels-last", action="store_true", help="RunOptions.channels_last for both parts")
     p.add_argument("--compile", action="store_true",
                    help="RunOptions.compile for both parts (static shapes: the warm-up call compiles each batch size)")
+    p.add_argument("--bmm-attention", action="store_true", help="RunOptions.bmm_attention (methods/attention.py)")
     p.add_argument("--only", choices=("overhead", "throughput"), help="run one of the two parts")
     args = p.parse_args()
     cfg = run_module.RunConfig(methods=("dpbridge_tiny",), datasets=("synthetic",), steps=args.steps,
                                count=args.images, batch_size=args.batch_size, channels_last=args.channels_last,
-                               compile=args.compile)
+                               compile=args.compile, bmm_attention=args.bmm_attention)
     method = build_method("dpbridge_tiny", "depth", RunOptions(steps=args.steps, channels_last=args.channels_last,
-                                                               compile=args.compile))
+                                                               compile=args.compile, bmm_attention=args.bmm_attention))
     dataset = dataset_class("synthetic")()
     with Clock() as loading:
         samples = [dataset.load(i) for i in dataset.ids()[:args.images]]
@@ -113,7 +114,7 @@ def main() -> None:
     print(f"torch threads {torch.get_num_threads()} (OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}), "
           f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; {args.images} images x {args.steps} "
           f"steps, batch {args.batch_size}, median of {args.repeats}, channels-last {args.channels_last}, "
-          f"compile {args.compile}; {device_description('cpu')}\n")
+          f"compile {args.compile}, bmm attention {args.bmm_attention}; {device_description('cpu')}\n")
     if args.only != "throughput":
         overhead(args, cfg, method, batches, loading)
     if args.only != "overhead":

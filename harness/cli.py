@@ -36,6 +36,7 @@ def cmd_run(args) -> int:
                     steps=args.steps, eta=args.eta, seed=args.seed, batch_size=args.batch_size, device=args.device,
                     dtype=args.dtype, count=args.count, allow_missing=args.allow_missing,
                     channels_last=args.channels_last, compile=args.compile,
+                    bmm_attention=args.bmm_attention,
                     continue_on_error=args.continue_on_error,
                     dataset_args=_dataset_settings(names, args.dataset_set),
                     checkpoint=args.checkpoint, ensemble_size=args.ensemble)
@@ -99,7 +100,8 @@ def cmd_robustness(args) -> int:
     names, roots = resolve_data(_dataset_names(args.datasets) if args.datasets else DEFAULT_DATASETS, args)
     cfg = RunConfig(methods=_csv(args.methods) if args.methods else DEFAULT_METHODS, datasets=names,
                     steps=args.steps, eta=args.eta, seed=args.seed, batch_size=args.batch_size, device=args.device,
-                    dtype=args.dtype, count=args.count, channels_last=args.channels_last, compile=args.compile)
+                    dtype=args.dtype, count=args.count, channels_last=args.channels_last, compile=args.compile,
+                    bmm_attention=args.bmm_attention)
     folder, summary, _ = robustness(cfg, conds, args.output, progress=not args.quiet, roots=roots)
     if summary is None:  # launched on several processes: the first one prints
         return 0
@@ -120,7 +122,8 @@ def cmd_latency(args) -> int:
     names, roots = resolve_data(_dataset_names(args.datasets) if args.datasets else DEFAULT_DATASETS, args)
     cfg = LatencyConfig(methods=_csv(args.methods), datasets=names, steps=steps, count=args.count,
                         batch_size=args.batch_size, warmup=args.warmup, seed=args.seed, eta=args.eta,
-                        device=args.device, dtype=args.dtype, channels_last=args.channels_last, compile=args.compile)
+                        device=args.device, dtype=args.dtype, channels_last=args.channels_last, compile=args.compile,
+                        bmm_attention=args.bmm_attention)
     folder, _ = latency_study(cfg, args.output, roots=roots)
     if folder is None:  # launched on several processes: the first one measures and prints
         return 0

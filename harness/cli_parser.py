@@ -16,6 +16,9 @@ def add_device_options(p) -> None:
 def add_inference_options(p) -> None:
     p.add_argument("--channels-last", action="store_true", help="networks in channels-last memory format")
     p.add_argument("--compile", action="store_true", help="torch.compile the networks (compiled on first use)")
+    p.add_argument("--bmm-attention", action="store_true", help="the UNet's attention as bmm-softmax-bmm instead "
+                   "of PyTorch's fused kernel: faster on the CPU for the tiny model's 4-8-wide heads "
+                   "(methods/attention.py)")
 
 
 def build_parser() -> argparse.ArgumentParser:

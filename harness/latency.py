@@ -59,6 +59,7 @@ class LatencyConfig:
     dtype: str = "float32"
     channels_last: bool = False
     compile: bool = False
+    bmm_attention: bool = False  # the UNet's attention as bmm-softmax-bmm (methods.attention)
 
 
 def check_config(cfg: LatencyConfig) -> None:
@@ -144,9 +145,14 @@ def quality(method, dataset, samples, preds) -> tuple[str, float, float, float]:
 COLUMNS = ("method", "dataset", "task", "steps", "height", "width", "n_images", "n_batches", "batch_size",
            "latency_median_ms", "latency_p90_ms", "ms_per_step", "images_per_s", "cpu_median_ms", "peak_memory_mib",
            "peak_memory_kind", "metric", "value", "ci_low", "ci_high", "device", "dtype", "channels_last", "compile",
-           "measured_at")  # of latency.csv, one row per cell
+           "bmm_attention", "measured_at")  # of latency.csv, one row per cell
 CELLS_FILE = "cells.jsonl"  # one row per measured (method, dataset, steps) cell, appended as each finishes
 STUDY_CONFIG_FILE = "study_config.json"
+
+
+def study_settings(cfg: LatencyConfig) -> dict:
+    """The settings that name and bind a study folder; options added later enter only when set."""
+    return mf.without_unset(asdict(cfg), ("bmm_attention",))
 
 
 def study_folder(cfg: LatencyConfig, output: Optional[str]) -> Path:
@@ -154,7 +160,7 @@ def study_folder(cfg: LatencyConfig, output: Optional[str]) -> Path:
     results/latency/latency-<settings hash>-<UTC time>."""
     if output:
         return Path(output)
-    key = mf.config_key(asdict(cfg))
+    key = mf.config_key(study_settings(cfg))
     unfinished = sorted(f for f in (RESULTS_DIR / "latency").glob(f"latency-{key}-*")
                         if (f / CELLS_FILE).is_file() and not (f / "latency.csv").exists())
     if unfinished:
@@ -167,7 +173,7 @@ def measured_cells(folder: Path, cfg: LatencyConfig) -> dict[tuple, dict]:
     of another study (settings differ) or a finished one."""
     if (folder / "latency.csv").exists():
         raise FileExistsError(f"{folder} already holds a latency study; choose another --output or move it away")
-    settings = json.loads(json.dumps(asdict(cfg)))  # tuples as JSON lists
+    settings = json.loads(json.dumps(study_settings(cfg)))  # tuples as JSON lists
     config_path = folder / STUDY_CONFIG_FILE
     cells = read_jsonl(folder / CELLS_FILE)
     if cells:  # a study with no cell measured yet holds nothing to protect
@@ -209,7 +215,7 @@ def measure_method(name, dataset, samples, steps_list: list[int], cfg: LatencyCo
     """Measure one method on one dataset at each step count of ``steps_list``, appending each cell's row to the
     study's cells file as it finishes; {steps: row}."""
     options = RunOptions(eta=cfg.eta, device=cfg.device, dtype=cfg.dtype, channels_last=cfg.channels_last,
-                         compile=cfg.compile)
+                         compile=cfg.compile, bmm_attention=cfg.bmm_attention)
     method = build_method(name, dataset.spec.task, options)  # built once: the step counts reuse it
     contract = method.contract
     if not contract.stochastic or contract.default_steps is None:
@@ -243,7 +249,7 @@ def cell_record(name, dataset, steps, size, lat, kind, mib, metric, value, lo, h
             "cpu_median_ms": float(np.median(cpu_ms)),
             "peak_memory_mib": mib, "peak_memory_kind": kind, "metric": metric, "value": value, "ci_low": lo,
             "ci_high": hi, "device": cfg.device, "dtype": cfg.dtype, "channels_last": cfg.channels_last,
-            "compile": cfg.compile}
+            "compile": cfg.compile, "bmm_attention": cfg.bmm_attention}
 
 
 def write_outputs(folder: Path, cfg: LatencyConfig, table: pd.DataFrame, reused: int = 0) -> None:

@@ -43,6 +43,7 @@ class RunConfig:
     allow_missing: bool = False  # saved predictions: score the samples that have a file, count the others
     channels_last: bool = False  # networks and inputs in channels-last memory format (methods.inference)
     compile: bool = False  # torch.compile the networks (methods.inference)
+    bmm_attention: bool = False  # the UNet's attention as bmm-softmax-bmm (methods.attention)
     continue_on_error: bool = False  # record failing samples as failed rows (harness.failures); not in the key
     checkpoint: Optional[str] = None  # trained checkpoint folder of the methods that load one (dpbridge_sd21, marigold)
     ensemble_size: int = 0  # samples averaged per image by stochastic methods (marigold, the trained ones); 0 = the method's
@@ -51,7 +52,7 @@ class RunConfig:
 def config_key(cfg: RunConfig) -> str:
     """Hash of the settings; options added later enter only when set, so runs made before them keep their key."""
     settings = mf.without_unset(asdict(cfg), ("allow_missing", "channels_last", "compile", "checkpoint",
-                                               "ensemble_size"))
+                                               "ensemble_size", "bmm_attention"))
     settings.pop("continue_on_error")  # how failures are reported, not what is computed: resuming may add it
     return mf.config_key(settings)
 
@@ -218,7 +219,7 @@ def check_checkpoint_owner(cfg: RunConfig) -> None:
 def run_options(cfg: RunConfig) -> RunOptions:
     return RunOptions(steps=cfg.steps, eta=cfg.eta, device=processes().device(cfg.device), dtype=cfg.dtype,
                       channels_last=cfg.channels_last, compile=cfg.compile, checkpoint=cfg.checkpoint,
-                      ensemble_size=cfg.ensemble_size)
+                      bmm_attention=cfg.bmm_attention, ensemble_size=cfg.ensemble_size)
 
 
 def processing_res(cfg: RunConfig, method, dataset) -> int:

@@ -42,6 +42,7 @@ class RunOptions:
     checkpoint: Optional[str] = None  # folder overriding the shipped one
     channels_last: bool = False  # networks in channels-last memory format (methods.inference)
     compile: bool = False  # torch.compile the networks (methods.inference)
+    bmm_attention: bool = False  # the UNet's attention as bmm-softmax-bmm (methods.attention)
     ensemble_size: int = 0  # samples averaged per image by stochastic methods (marigold, the trained ones); 0 = the method's
     extra: dict = field(default_factory=dict)
 

@@ -1,5 +1,5 @@
 """Inference options that change how a method's networks run, not what they compute: channels-last memory
-format and torch.compile (autocast is ``RunOptions.dtype``, applied in each method's ``predict``).
+format, torch.compile and the UNet's attention as batched matrix products (methods.attention; autocast is ``RunOptions.dtype``, applied in each method's ``predict``).
 
 Applied to a method's ``model`` after it is built (harness.registry.build_method), so every method with a torch
 model gets them without code of its own: the UNet and the VAE encoder and decoder of a latent model (their
@@ -8,6 +8,8 @@ model gets them without code of its own: the UNet and the VAE encoder and decode
 from __future__ import annotations
 
 import torch
+
+from methods.attention import BmmAttnProcessor
 
 
 def inference_modules(model: torch.nn.Module) -> list[torch.nn.Module]:
@@ -24,16 +26,22 @@ def inference_modules(model: torch.nn.Module) -> list[torch.nn.Module]:
 
 
 def apply_inference_options(method, options) -> list[str]:
-    """Apply ``options.channels_last`` and ``options.compile`` to ``method.model``; returns what was applied
-    (nothing for a method without a torch model: the options do not concern it)."""
+    """Apply ``options.channels_last``, ``options.bmm_attention`` and ``options.compile`` to ``method.model``;
+    returns what was applied (nothing for a method without a torch model: the options do not concern it)."""
     model = getattr(method, "model", None)
-    wanted = options.channels_last or options.compile
+    wanted = options.channels_last or options.compile or options.bmm_attention
     if not wanted or not isinstance(model, torch.nn.Module):  # no network (e.g. the trivial references)
         return []
     applied = []
     if options.channels_last:
         model.to(memory_format=torch.channels_last)
         applied.append("channels_last")
+    if options.bmm_attention:
+        with_processors = [m for m in inference_modules(model) if hasattr(m, "set_attn_processor")]
+        for module in with_processors:  # the UNet (the VAE's attention has a group norm and residual: unchanged)
+            module.set_attn_processor(BmmAttnProcessor())
+        if with_processors:
+            applied.append("bmm_attention")
     if options.compile:
         for module in inference_modules(model):
             # In place: forward goes through torch.compile, compiled on first call. Static shapes: each batch size

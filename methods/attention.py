@@ -1,0 +1,84 @@
+"""Attention as two batched matrix products around a softmax, for the tiny heads of the tiny UNet.
+
+PyTorch's fused CPU attention (``scaled_dot_product_attention``) runs the 16x16-latent self-attention of the tiny
+backbone (256 tokens, 8 heads of dimension 4) at about 0.5 ms per image; the same math as
+``bmm(q, k^T) -> softmax -> bmm`` takes about 0.28 ms there (``benchmarks/test_inference.py``), at batch 1 and 8
+alike, because:
+
+- the value product is computed transposed, ``out^T = v^T p^T`` (``[D,S] x [S,L]``): a matrix product whose
+  output has only D = 4 columns is several times slower in the CPU BLAS than the same product with D rows;
+- the scores live in scratch buffers that are reused from call to call: a fresh multi-megabyte tensor per call
+  costs more in page faults than the softmax itself;
+- heads are processed in chunks whose scores fit in ``SCRATCH_BYTES``, so they stay in cache.
+
+The result equals the fused kernel's to float rounding (about 1e-6), not bit for bit. Off by default
+(``RunOptions.bmm_attention``, ``--bmm-attention``); recorded with each result when on.
+"""
+from __future__ import annotations
+
+import torch
+
+SCRATCH_BYTES = 4 * 2**20  # scores of one chunk of heads; a head whose scores alone exceed it takes the fused kernel
+
+
+def bmm_attention(q: torch.Tensor, k_t: torch.Tensor, v_t: torch.Tensor, scratch: dict) -> torch.Tensor:
+    """Softmax attention. q [N,L,D] (N = batch x heads), k_t and v_t [N,D,S] -> out^T [N,D,L].
+
+    ``scratch`` maps (chunk, L, S, dtype, device) to two reusable [chunk,L,S] buffers (scores, probabilities).
+    """
+    n, length, dim = q.shape
+    source = k_t.shape[-1]
+    chunk = max(1, min(n, SCRATCH_BYTES // (length * source * q.element_size())))
+    key = (chunk, length, source, q.dtype, q.device)
+    if key not in scratch:
+        scratch[key] = tuple(torch.empty(chunk, length, source, dtype=q.dtype, device=q.device) for _ in range(2))
+    scores, probs = scratch[key]
+    q = q * dim ** -0.5
+    out_t = torch.empty(n, dim, length, dtype=q.dtype, device=q.device)
+    for start in range(0, n, chunk):
+        part = slice(start, min(n, start + chunk))
+        m = part.stop - start
+        torch.bmm(q[part], k_t[part], out=scores[:m])  # [m,L,S]
+        torch._softmax(scores[:m], -1, False, out=probs[:m])
+        torch.bmm(v_t[part], probs[:m].transpose(1, 2), out=out_t[part])  # [m,D,S] x [m,S,L]
+    return out_t
+
+
+def fits_scratch(length: int, source: int, dtype: torch.dtype) -> bool:
+    return length * source * torch.empty((), dtype=dtype).element_size() <= SCRATCH_BYTES
+
+
+class BmmAttnProcessor:
+    """A diffusers attention processor: plain (self or cross) attention through ``bmm_attention``; anything else
+    (masks, spatial or group norms, q/k norms, residual or rescaled outputs, 4-D inputs, heads too large for the
+    scratch) goes to diffusers' own ``AttnProcessor2_0`` unchanged."""
+
+    def __init__(self):
+        from diffusers.models.attention_processor import AttnProcessor2_0
+
+        self.fallback = AttnProcessor2_0()
+        self.scratch: dict = {}
+
+    def plain(self, attn, hidden_states, context, attention_mask) -> bool:
+        return (attention_mask is None and hidden_states.ndim == 3 and attn.spatial_norm is None
+                and attn.group_norm is None and attn.norm_q is None and attn.norm_k is None
+                and not attn.residual_connection and attn.rescale_output_factor == 1
+                and (context is None or not attn.norm_cross)
+                and fits_scratch(hidden_states.shape[1], (hidden_states if context is None else context).shape[1],
+                                 hidden_states.dtype))
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, *args,
+                 **kwargs):
+        if not self.plain(attn, hidden_states, encoder_hidden_states, attention_mask):
+            return self.fallback(attn, hidden_states, encoder_hidden_states, attention_mask, temb, *args, **kwargs)
+        context = hidden_states if encoder_hidden_states is None else encoder_hidden_states
+        q, k, v = attn.to_q(hidden_states), attn.to_k(context), attn.to_v(context)  # [B,L,H*D], [B,S,H*D]
+        batch, length, width = q.shape
+        heads, source = attn.heads, k.shape[1]
+        dim = width // heads
+        q = q.view(batch, length, heads, dim).transpose(1, 2).reshape(batch * heads, length, dim)
+        k_t, v_t = (x.view(batch, source, heads, dim).permute(0, 2, 3, 1).reshape(batch * heads, dim, source)
+                    for x in (k, v))
+        out_t = bmm_attention(q, k_t, v_t, self.scratch)  # [B*H,D,L]
+        out = out_t.view(batch, width, length).transpose(1, 2)  # [B,L,H*D], a view
+        return attn.to_out[1](attn.to_out[0](out))  # linear projection, dropout

@@ -1,0 +1,75 @@
+import dataclasses
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import methods.attention as attention
+from harness.latency import LatencyConfig, study_settings
+from harness.registry import build_method
+from harness.run import RunConfig, config_key
+from methods.attention import BmmAttnProcessor, bmm_attention
+from methods.base import RunOptions
+
+
+def _qkv(batch, heads, length, source, dim):
+    g = torch.Generator().manual_seed(length + source)
+    return (torch.randn(batch, heads, n, dim, generator=g) for n in (length, source, source))
+
+
+def _by_bmm(q, k, v, scratch):
+    b, h, length, d = q.shape
+    k_t, v_t = (x.reshape(b * h, -1, d).transpose(1, 2) for x in (k, v))
+    out_t = bmm_attention(q.reshape(b * h, length, d), k_t, v_t, scratch)  # [B*H,D,L]
+    return out_t.transpose(1, 2).reshape(b, h, length, d)
+
+
+@pytest.mark.parametrize("shape", [(1, 8, 256, 256, 4), (3, 8, 64, 64, 8), (2, 4, 64, 5, 8)])  # self, cross
+def test_bmm_attention_equals_the_fused_kernel(shape):
+    q, k, v = _qkv(*shape)
+    assert torch.allclose(_by_bmm(q, k, v, {}), F.scaled_dot_product_attention(q, k, v), atol=1e-5)
+
+
+def test_heads_are_chunked_to_the_scratch_size_with_a_ragged_last_chunk(monkeypatch):
+    q, k, v = _qkv(1, 5, 16, 16, 4)
+    monkeypatch.setattr(attention, "SCRATCH_BYTES", 2 * 16 * 16 * 4)  # two heads per chunk: 2 + 2 + 1
+    scratch = {}
+    out = _by_bmm(q, k, v, scratch)
+    assert [key[0] for key in scratch] == [2]
+    assert torch.allclose(out, F.scaled_dot_product_attention(q, k, v), atol=1e-5)
+    assert torch.equal(_by_bmm(q, k, v, scratch), out)  # the reused buffers leave no trace
+
+
+def _predict(method) -> torch.Tensor:
+    rgb = torch.linspace(-1, 1, 2 * 3 * 64 * 64).reshape(2, 3, 64, 64)
+    with torch.inference_mode():
+        return method.predict(rgb, [torch.Generator().manual_seed(i) for i in range(2)])
+
+
+def test_the_option_replaces_the_unets_attention_and_keeps_the_predictions():
+    plain = build_method("dpbridge_tiny", "depth", RunOptions(steps=2))
+    bmm = build_method("dpbridge_tiny", "depth", RunOptions(steps=2, bmm_attention=True))
+    processors = set(type(p) for p in bmm.model.unet.attn_processors.values())
+    assert processors == {BmmAttnProcessor}
+    assert not any(isinstance(m, BmmAttnProcessor) for m in bmm.model.vae.modules())
+    assert torch.allclose(_predict(bmm), _predict(plain), atol=1e-4)
+
+
+def test_attention_it_does_not_handle_goes_to_the_fused_processor():
+    from diffusers.models.attention_processor import Attention, AttnProcessor2_0
+
+    attn = Attention(16, heads=2, dim_head=8, residual_connection=True)  # a residual: not plain attention
+    x = torch.randn(1, 10, 16, generator=torch.Generator().manual_seed(0))
+    processor = BmmAttnProcessor()
+    with torch.inference_mode():
+        assert torch.equal(processor(attn, x), AttnProcessor2_0()(attn, x))
+        mask = torch.ones(1, 10, dtype=torch.bool)
+        assert torch.equal(processor(attn, x, attention_mask=mask), AttnProcessor2_0()(attn, x, attention_mask=mask))
+    assert processor.scratch == {}  # nothing went through the bmm path
+
+
+def test_the_option_enters_the_run_and_latency_keys_only_when_on():
+    run_cfg = RunConfig()
+    assert config_key(run_cfg) != config_key(dataclasses.replace(run_cfg, bmm_attention=True))
+    assert "bmm_attention" not in study_settings(LatencyConfig())
+    assert study_settings(LatencyConfig(bmm_attention=True))["bmm_attention"] is True
