@@ -78,17 +78,20 @@ def test_adapter_read(benchmark):
 
 @pytest.mark.parametrize("kernel", ["sdpa", "bmm"])
 @pytest.mark.parametrize("batch", [1, 8])
-def test_self_attention_of_the_first_block(benchmark, batch, kernel):
-    """The tiny UNet's 16x16 self-attention (8 heads of dimension 4, sequence 256) at batch 1 and 8, through
-    PyTorch's fused kernel (sdpa, the default) and methods.attention (bmm, --bmm-attention). Its work is the softmax
-    over 256 x 256 scores per head and image, so its time grows with the batch in proportion: divide the batch-8
-    time by 8 and compare (issue 6's batch-scaling target meets this floor; README, Inference cost)."""
-    q, k, v = (torch.randn(batch, 8, 256, 4, generator=torch.Generator().manual_seed(i)) for i in range(3))
+@pytest.mark.parametrize("source", [256, 8], ids=["self", "cross"])
+def test_attention_of_the_first_block(benchmark, batch, kernel, source):
+    """The tiny UNet's 16x16 attention (8 heads of dimension 4, 256 queries) against itself (self, 256 tokens) and
+    against the 8-token text context (cross) at batch 1 and 8, through PyTorch's fused kernel (sdpa, the default)
+    and methods.attention (bmm, --bmm-attention). Self-attention's work is the softmax over 256 x 256 scores per
+    head and image, so its time grows with the batch in proportion: divide the batch-8 time by 8 and compare
+    (issue 6's batch-scaling target meets this floor; README, Inference cost)."""
+    g = torch.Generator().manual_seed(source)
+    q, k, v = (torch.randn(batch, 8, n, 4, generator=g) for n in (256, source, source))
     with torch.inference_mode():
         if kernel == "sdpa":
             out = benchmark(torch.nn.functional.scaled_dot_product_attention, q, k, v)
         else:
-            flat = [x.reshape(batch * 8, 256, 4) for x in (q, k, v)]
-            k_t, v_t = (x.transpose(1, 2).contiguous() for x in flat[1:])
-            out = benchmark(bmm_attention, flat[0], k_t, v_t, {}).transpose(1, 2).reshape(batch, 8, 256, 4)
+            q_flat, k_flat, v_flat = (x.reshape(batch * 8, -1, 4) for x in (q, k, v))
+            k_t, v_t = (x.transpose(1, 2).contiguous() for x in (k_flat, v_flat))
+            out = benchmark(bmm_attention, q_flat, k_t, v_t, {}).transpose(1, 2).reshape(batch, 8, 256, 4)
     assert torch.allclose(out, torch.nn.functional.scaled_dot_product_attention(q, k, v), atol=1e-5)

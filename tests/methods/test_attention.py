@@ -24,15 +24,18 @@ def _by_bmm(q, k, v, scratch):
     return out_t.transpose(1, 2).reshape(b, h, length, d)
 
 
-@pytest.mark.parametrize("shape", [(1, 8, 256, 256, 4), (3, 8, 64, 64, 8), (2, 4, 64, 5, 8)])  # self, cross
+@pytest.mark.parametrize("shape", [(1, 8, 256, 256, 4), (3, 8, 64, 64, 8),  # self
+                                   (2, 4, 64, 5, 8), (2, 8, 256, 8, 4), (1, 2, 16, 31, 4)])  # cross: short source
 def test_bmm_attention_equals_the_fused_kernel(shape):
     q, k, v = _qkv(*shape)
     assert torch.allclose(_by_bmm(q, k, v, {}), F.scaled_dot_product_attention(q, k, v), atol=1e-5)
 
 
-def test_heads_are_chunked_to_the_scratch_size_with_a_ragged_last_chunk(monkeypatch):
-    q, k, v = _qkv(1, 5, 16, 16, 4)
-    monkeypatch.setattr(attention, "SCRATCH_BYTES", 2 * 16 * 16 * 4)  # two heads per chunk: 2 + 2 + 1
+@pytest.mark.parametrize("source", [16, 40])  # scores laid out [S,L] (short source) and [L,S]
+def test_heads_are_chunked_to_the_scratch_size_with_a_ragged_last_chunk(monkeypatch, source):
+    assert (source < attention.SHORT_SOURCE) == (source == 16)
+    q, k, v = _qkv(1, 5, 16, source, 4)
+    monkeypatch.setattr(attention, "SCRATCH_BYTES", 2 * 16 * source * 4)  # two heads per chunk: 2 + 2 + 1
     scratch = {}
     out = _by_bmm(q, k, v, scratch)
     assert [key[0] for key in scratch] == [2]
