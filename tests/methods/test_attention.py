@@ -58,6 +58,13 @@ def test_the_option_replaces_the_unets_attention_and_keeps_the_predictions():
     assert torch.allclose(_predict(bmm), _predict(plain), atol=1e-4)
 
 
+@pytest.mark.slow  # inductor compiles the UNet (the processor traced through) and VAE: about 100 s on a small CPU
+def test_the_option_under_compile_keeps_the_predictions():
+    plain = build_method("dpbridge_tiny", "depth", RunOptions(steps=2))
+    compiled = build_method("dpbridge_tiny", "depth", RunOptions(steps=2, bmm_attention=True, compile=True))
+    assert torch.allclose(_predict(compiled), _predict(plain), atol=1e-4)
+
+
 def test_attention_it_does_not_handle_goes_to_the_fused_processor():
     from diffusers.models.attention_processor import Attention, AttnProcessor2_0
 
