@@ -27,6 +27,11 @@ def _dataset_names(text: str) -> tuple[str, ...]:
     return names
 
 
+def inference_options(args) -> dict:
+    """The options of harness.cli_parser.add_inference_options, as RunConfig / LatencyConfig fields."""
+    return dict(channels_last=args.channels_last, compile=args.compile, bmm_attention=args.bmm_attention)
+
+
 def cmd_run(args) -> int:
     from harness.dataroots import resolve_data
     from harness.run import DEFAULT_DATASETS, DEFAULT_METHODS, RunConfig, run
@@ -35,9 +40,7 @@ def cmd_run(args) -> int:
     cfg = RunConfig(methods=_csv(args.methods) if args.methods else DEFAULT_METHODS, datasets=names,
                     steps=args.steps, eta=args.eta, seed=args.seed, batch_size=args.batch_size, device=args.device,
                     dtype=args.dtype, count=args.count, allow_missing=args.allow_missing,
-                    channels_last=args.channels_last, compile=args.compile,
-                    bmm_attention=args.bmm_attention,
-                    continue_on_error=args.continue_on_error,
+                    **inference_options(args), continue_on_error=args.continue_on_error,
                     dataset_args=_dataset_settings(names, args.dataset_set),
                     checkpoint=args.checkpoint, ensemble_size=args.ensemble)
     folder, summary = run(cfg, args.output, progress=not args.quiet, roots=roots)
@@ -100,8 +103,7 @@ def cmd_robustness(args) -> int:
     names, roots = resolve_data(_dataset_names(args.datasets) if args.datasets else DEFAULT_DATASETS, args)
     cfg = RunConfig(methods=_csv(args.methods) if args.methods else DEFAULT_METHODS, datasets=names,
                     steps=args.steps, eta=args.eta, seed=args.seed, batch_size=args.batch_size, device=args.device,
-                    dtype=args.dtype, count=args.count, channels_last=args.channels_last, compile=args.compile,
-                    bmm_attention=args.bmm_attention)
+                    dtype=args.dtype, count=args.count, **inference_options(args))
     folder, summary, _ = robustness(cfg, conds, args.output, progress=not args.quiet, roots=roots)
     if summary is None:  # launched on several processes: the first one prints
         return 0
@@ -122,8 +124,7 @@ def cmd_latency(args) -> int:
     names, roots = resolve_data(_dataset_names(args.datasets) if args.datasets else DEFAULT_DATASETS, args)
     cfg = LatencyConfig(methods=_csv(args.methods), datasets=names, steps=steps, count=args.count,
                         batch_size=args.batch_size, warmup=args.warmup, seed=args.seed, eta=args.eta,
-                        device=args.device, dtype=args.dtype, channels_last=args.channels_last, compile=args.compile,
-                        bmm_attention=args.bmm_attention)
+                        device=args.device, dtype=args.dtype, **inference_options(args))
     folder, _ = latency_study(cfg, args.output, roots=roots)
     if folder is None:  # launched on several processes: the first one measures and prints
         return 0
