@@ -65,6 +65,43 @@ def test_the_option_under_compile_keeps_the_predictions():
     assert torch.allclose(_predict(compiled), _predict(plain), atol=1e-4)
 
 
+@pytest.mark.parametrize("context_tokens", [None, 8, 40], ids=["self", "cross-short", "cross"])
+@pytest.mark.parametrize("bias", [False, True])
+def test_the_processor_equals_diffusers_fused_processor(context_tokens, bias):
+    """The projections computed transposed (heads as free views) give diffusers' own attention, biases or not."""
+    from diffusers.models.attention_processor import Attention, AttnProcessor2_0
+
+    torch.manual_seed(0)
+    attn = Attention(32, cross_attention_dim=None if context_tokens is None else 24, heads=8, dim_head=4,
+                     bias=bias, out_bias=bias)
+    x = torch.randn(3, 64, 32)
+    context = None if context_tokens is None else torch.randn(3, context_tokens, 24)
+    processor = BmmAttnProcessor()
+    with torch.inference_mode():
+        out = processor(attn, x, context)
+        assert torch.allclose(out, AttnProcessor2_0()(attn, x, context), atol=1e-5)
+    assert out.shape == (3, 64, 32) and out.is_contiguous()
+    assert processor.scratch  # it went through the bmm path
+
+
+def test_projections_that_are_not_plain_linear_layers_go_to_the_fused_processor():
+    from diffusers.models.attention_processor import Attention, AttnProcessor2_0
+
+    class Adapted(torch.nn.Linear):  # e.g. a LoRA layer: its forward is not W x + b
+        def forward(self, x):
+            return super().forward(x) * 2
+
+    attn = Attention(16, heads=2, dim_head=8)
+    adapted = Adapted(16, 16, bias=False)
+    adapted.weight = attn.to_q.weight
+    attn.to_q = adapted
+    x = torch.randn(1, 10, 16, generator=torch.Generator().manual_seed(0))
+    processor = BmmAttnProcessor()
+    with torch.inference_mode():
+        assert torch.equal(processor(attn, x), AttnProcessor2_0()(attn, x))
+    assert processor.scratch == {}
+
+
 def test_attention_it_does_not_handle_goes_to_the_fused_processor():
     from diffusers.models.attention_processor import Attention, AttnProcessor2_0
 
