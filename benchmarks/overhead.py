@@ -9,7 +9,8 @@
    loop <= 1.10. Harness and network runs alternate and the median of the repeats is kept; wall and process CPU
    time are both given (with OMP_NUM_THREADS=1 on a shared machine the CPU time is the steadier one).
 2. Throughput: images per second of method.predict (the network path of a run, sampler included) at batch sizes
-   1, 2, 4, 8, 16 on the same images. Target: batch 8 >= 3x batch 1.
+   1, 2, 4, 8, 16 on the same images, the sizes in turn for --repeats rounds; medians, and the range of the
+   per-round ratios. Target: batch 8 >= 3x batch 1.
 """
 from __future__ import annotations
 
@@ -137,13 +138,23 @@ def overhead(args, cfg, method, batches, loading: Clock) -> None:
 
 
 def throughput(args, method, images: torch.Tensor) -> None:
-    rates = {b: images_per_second(method, images, b) for b in (int(x) for x in args.batches.split(","))}
-    base = rates[min(rates)]
+    """Batch sizes measured in turn, round after round (``--repeats``), so a change in the machine's load touches
+    every batch size alike; per batch size the median rate, and against the smallest batch the ratio of the
+    medians with the range of the per-round ratios (on a shared machine the spread is the honest error bar)."""
+    sizes = [int(x) for x in args.batches.split(",")]
+    rounds = [{b: images_per_second(method, images, b) for b in sizes} for _ in range(args.repeats)]
+    base = min(sizes)
+    rows = []
+    for b in sizes:
+        wall, cpu = (statistics.median(r[b][i] for r in rounds) for i in (0, 1))
+        base_wall, base_cpu = (statistics.median(r[base][i] for r in rounds) for i in (0, 1))
+        per_round = [r[b][0] / r[base][0] for r in rounds]
+        rows.append([b, f"{wall:.2f}", f"{wall / base_wall:.2f}", f"{min(per_round):.2f}-{max(per_round):.2f}",
+                     f"{cpu:.2f}", f"{cpu / base_cpu:.2f}"])
     print()
-    print(tabulate([[b, f"{w:.2f}", f"{w / base[0]:.2f}", f"{c:.2f}", f"{c / base[1]:.2f}"]
-                    for b, (w, c) in rates.items()],
-                   headers=["batch size", "images/wall s", f"x batch {min(rates)}", "images/CPU s",
-                            f"x batch {min(rates)}"], tablefmt="github"))
+    print(f"median of {args.repeats} rounds; load average {os.getloadavg()[0]:.1f} after")
+    print(tabulate(rows, headers=["batch size", "images/wall s", f"x batch {base}", "per-round range",
+                                  "images/CPU s", f"x batch {base}"], tablefmt="github"))
 
 
 if __name__ == "__main__":
