@@ -14,7 +14,7 @@ alike, because:
   avoids PyTorch's scalar path for a short last dimension;
 - the q, k, v projections are computed transposed, ``W x^T`` (``[H*D,C] x [C,T]``), which lays them out head-major,
   [B*H,D,T], as a free view, and the output projection reads out^T through a transposed view: no tensor is copied
-  to split or merge the heads (at batch 8 those copies cost about 5% of the UNet).
+  to split or merge the heads (at batch 8 those copies cost about 1.1 ms per image, 2% of a prediction).
 
 The result equals the fused kernel's to float rounding (about 1e-6), not bit for bit. Off by default
 (``RunOptions.bmm_attention``, ``--bmm-attention``); recorded with each result when on.
