@@ -35,7 +35,7 @@ from harness.failures import FIX, SAMPLE_FAILURES, failed_row, load_or_fail, sto
 from harness.manifest import stable_seed
 from harness.memory import out_of_memory_guard
 from harness.perturb import Condition
-from harness.prefetch import prefetched
+from harness.prefetch import batches_loaded
 from harness.runio import append_jsonl, atomic_save_npy
 from harness.scoring import alignment_for, score_depth, score_normals
 from methods.base import Method
@@ -93,15 +93,17 @@ def safe_name(sample_id: str) -> str:
 
 
 def evaluate_pairs(pairs: list[Pair], dataset: Dataset, seed: int, batch_size: int,
-                   progress: bool = True, on_batch: Optional[Callable[[], None]] = None) -> None:
-    """Run every method of ``pairs`` (all on ``dataset``) over the samples they have not finished."""
+                   progress: bool = True, on_batch: Optional[Callable[[], None]] = None,
+                   background_loading: bool = True) -> None:
+    """Run every method of ``pairs`` (all on ``dataset``) over the samples they have not finished; the next batch
+    loads in a background thread when ``background_loading`` (``harness.prefetch.a_core_is_free_for_loading``)."""
     done = {id(p): finished_ids(p) | set(p.missing) for p in pairs}
     ids = dataset.ids()
     batches = processes().my_batches(ids, batch_size, lambda i: any(i not in done[id(p)] for p in pairs))
     bar = tqdm(batches, desc=f"{dataset.name}", unit="batch", disable=not progress, leave=False)
     keep_going = any(p.continue_on_error for p in pairs)
     load = lambda ids: [load_or_fail(dataset, i, keep_going) for i in ids]  # noqa: E731  Sample, or a failed row
-    for batch_ids, loaded in prefetched(bar, load):  # the next batch loads while this one runs (harness.prefetch)
+    for batch_ids, loaded in batches_loaded(bar, load, background_loading):
         samples = [s for s in loaded if isinstance(s, Sample)]
         for pair in pairs:
             failed = [r for r in loaded if isinstance(r, dict) and r["id"] not in done[id(pair)]]

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from harness.prefetch import usable_cpus
 from harness.runio import atomic_torch_save
 
 CACHE_DIR = Path(os.environ.get("HARNESS_CACHE", Path(__file__).resolve().parents[1] / "cache"))
@@ -38,7 +39,7 @@ def render_pool(split: str, count: int, seed: int, size: int, cache: bool = True
 
 
 def default_render_workers() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return usable_cpus()
 
 
 def render_arrays(split: str, count: int, seed: int, size: int, workers: int = 1,

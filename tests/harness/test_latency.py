@@ -5,7 +5,8 @@ import pandas as pd
 import pytest
 
 from harness.latency import LatencyConfig, latency_study
-from harness.prefetch import prefetched
+from harness import prefetch
+from harness.prefetch import a_core_is_free_for_loading, batches_loaded
 
 
 def test_latency_study_writes_table_plot_and_settings(tmp_path):
@@ -41,9 +42,10 @@ def test_latency_refuses_methods_without_steps_and_bad_settings(tmp_path):
         latency_study(LatencyConfig(methods=("dpbridge_tinny",)), str(tmp_path / "d"), progress=False)
 
 
-def test_prefetched_keeps_order_and_raises_in_turn():
-    assert list(prefetched([1, 2, 3], lambda x: x * 10)) == [(1, 10), (2, 20), (3, 30)]
-    assert list(prefetched([], lambda x: x)) == []
+@pytest.mark.parametrize("background", [True, False])
+def test_batches_load_in_order_and_raise_in_turn(background):
+    assert list(batches_loaded([1, 2, 3], lambda x: x * 10, background)) == [(1, 10), (2, 20), (3, 30)]
+    assert list(batches_loaded([], lambda x: x, background)) == []
 
     def load(x):
         if x == 2:
@@ -52,9 +54,40 @@ def test_prefetched_keeps_order_and_raises_in_turn():
 
     got = []
     with pytest.raises(OSError, match="sample 2"):
-        for item, value in prefetched([1, 2, 3], load):
+        for item, value in batches_loaded([1, 2, 3], load, background):
             got.append(value)
     assert got == [1]  # the batch before the broken one finished first
+
+
+def test_loading_goes_to_the_background_only_where_a_core_is_free(monkeypatch):
+    monkeypatch.setattr(prefetch, "usable_cpus", lambda: 2)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    monkeypatch.setattr(prefetch.torch, "get_num_threads", lambda: 2)
+    assert not a_core_is_free_for_loading("cpu")  # both cores run torch threads
+    assert a_core_is_free_for_loading("cuda") and a_core_is_free_for_loading("cuda:1")
+    monkeypatch.setattr(prefetch.torch, "get_num_threads", lambda: 1)
+    assert a_core_is_free_for_loading("cpu")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")  # torchrun: two processes of one thread on this machine
+    assert not a_core_is_free_for_loading("cpu")
+
+
+def test_a_run_scores_the_same_with_loading_in_turn_and_in_the_background(tmp_path, monkeypatch):
+    import harness.run as run_module
+    from harness.run import RunConfig, run
+
+    import harness.evaluate as evaluate_module
+
+    used = []
+    monkeypatch.setattr(evaluate_module, "batches_loaded",
+                        lambda items, load, background: used.append(background) or batches_loaded(items, load,
+                                                                                                 background))
+    cfg = RunConfig(methods=("dpbridge_tiny",), datasets=("synthetic",), steps=2, count=3, batch_size=2)
+    summaries = []
+    for free in (True, False):
+        monkeypatch.setattr(run_module, "a_core_is_free_for_loading", lambda device, free=free: free)
+        summaries.append(run(cfg, str(tmp_path / f"free-{free}"), progress=False)[1])
+    assert used == [True, False]
+    pd.testing.assert_frame_equal(summaries[0], summaries[1])
 
 
 def test_a_launched_study_is_timed_by_the_first_process_only(tmp_path, monkeypatch):
