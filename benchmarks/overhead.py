@@ -37,6 +37,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from tabulate import tabulate  # noqa: E402
 
+import harness.evaluate as evaluate_module  # noqa: E402
 import harness.run as run_module  # noqa: E402
 from datasets.decode import encode_image  # noqa: E402
 from datasets.synthetic import MAX_DEPTH, MIN_DEPTH  # noqa: E402
@@ -80,7 +81,7 @@ def write_folder_dataset(samples, root: Path) -> Path:
     """``samples`` as a ``folder:DIR`` dataset under ``root`` with the same ids (``rgb/test/00000.png``, ...):
     8-bit PNG RGB, float32 NPY depth in metres (0 where invalid), the tiny world's depth range and alignment."""
     for s in samples:
-        for sub, suffix in (("rgb", ".png"), ("depth", ".npy")):
+        for sub in ("rgb", "depth"):
             (root / sub / s.id).parent.mkdir(parents=True, exist_ok=True)
         (root / "rgb" / f"{s.id}.png").write_bytes(encode_image(s.rgb))
         np.save(root / "depth" / f"{s.id}.npy", np.where(s.valid, s.depth, 0).astype(np.float32))
@@ -131,7 +132,7 @@ def main() -> None:
                         "(what `run` does), or forced to a background thread or to in turn")
     args = p.parse_args()
     if args.loading != "auto":
-        run_module.a_core_is_free_for_loading = lambda device: args.loading == "background"
+        evaluate_module.a_core_is_free_for_loading = lambda device: args.loading == "background"
     cfg = run_module.RunConfig(methods=("dpbridge_tiny",), datasets=("synthetic",), steps=args.steps,
                                count=args.images, batch_size=args.batch_size, channels_last=args.channels_last,
                                compile=args.compile, bmm_attention=args.bmm_attention)
@@ -146,7 +147,7 @@ def main() -> None:
           f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; {args.images} images x {args.steps} "
           f"steps, batch {args.batch_size}, median of {args.repeats}, channels-last {args.channels_last}, "
           f"compile {args.compile}, bmm attention {args.bmm_attention}, loading {args.loading} "
-          f"({'background' if run_module.a_core_is_free_for_loading('cpu') else 'in turn'}); "
+          f"({'background' if evaluate_module.a_core_is_free_for_loading('cpu') else 'in turn'}); "
           f"{device_description('cpu')}\n")
     if args.only != "throughput":
         with tempfile.TemporaryDirectory() as tmp:

@@ -35,7 +35,7 @@ from harness.failures import FIX, SAMPLE_FAILURES, failed_row, load_or_fail, sto
 from harness.manifest import stable_seed
 from harness.memory import out_of_memory_guard
 from harness.perturb import Condition
-from harness.prefetch import batches_loaded
+from harness.prefetch import a_core_is_free_for_loading, batches_loaded
 from harness.runio import append_jsonl, atomic_save_npy
 from harness.scoring import alignment_for, score_depth, score_normals
 from methods.base import Method
@@ -94,9 +94,12 @@ def safe_name(sample_id: str) -> str:
 
 def evaluate_pairs(pairs: list[Pair], dataset: Dataset, seed: int, batch_size: int,
                    progress: bool = True, on_batch: Optional[Callable[[], None]] = None,
-                   background_loading: bool = True) -> None:
+                   background_loading: Optional[bool] = None) -> None:
     """Run every method of ``pairs`` (all on ``dataset``) over the samples they have not finished; the next batch
-    loads in a background thread when ``background_loading`` (``harness.prefetch.a_core_is_free_for_loading``)."""
+    loads in a background thread when ``background_loading``, by default when a core is free for it beside every
+    method's device (``harness.prefetch.a_core_is_free_for_loading``)."""
+    if background_loading is None:
+        background_loading = all(a_core_is_free_for_loading(p.method.options.device) for p in pairs)
     done = {id(p): finished_ids(p) | set(p.missing) for p in pairs}
     ids = dataset.ids()
     batches = processes().my_batches(ids, batch_size, lambda i: any(i not in done[id(p)] for p in pairs))

@@ -31,15 +31,11 @@ def render_pool(split: str, count: int, seed: int, size: int, cache: bool = True
     path = CACHE_DIR / f"pool_{split}_{count}_{seed}_{size}_{renderer_fingerprint()}.pt"
     if cache and path.is_file():
         return torch.load(path)
-    arrays = render_arrays(split, count, seed, size, default_render_workers() if workers is None else workers)
+    arrays = render_arrays(split, count, seed, size, usable_cpus() if workers is None else workers)
     pool = {k: torch.from_numpy(v) for k, v in arrays.items()}
     if cache:
         atomic_torch_save(pool, path)
     return pool
-
-
-def default_render_workers() -> int:
-    return usable_cpus()
 
 
 def render_arrays(split: str, count: int, seed: int, size: int, workers: int = 1,

@@ -25,7 +25,6 @@ import pandas as pd
 from harness.distributed import gather
 from harness.evaluate import evaluate_pairs
 from harness.perturb import Condition, perturbation
-from harness.prefetch import a_core_is_free_for_loading
 from harness.run import RunConfig, build_plan, claim_folder, manifest_record, output_folder, summarize_run
 from harness.runio import atomic_write_text
 from harness.tables import format_cell, header
@@ -49,8 +48,7 @@ def robustness(cfg: RunConfig, conditions: list[Condition], output: Optional[str
     full = [(ds, pairs + [replace(p, folder=p.folder.with_name(f"{p.folder.name}__{c.label}"), noise=c)
                           for c in conditions for p in pairs]) for ds, pairs in plan]
     for ds, pairs in full:  # each sample is loaded once per batch for its clean and noisy cells
-        evaluate_pairs(pairs, ds, cfg.seed, cfg.batch_size, progress=progress,
-                       background_loading=a_core_is_free_for_loading(cfg.device))
+        evaluate_pairs(pairs, ds, cfg.seed, cfg.batch_size, progress=progress)
     if not gather(folder, [(p.folder, ds.ids()) for ds, pairs in full for p in pairs]):
         return folder, None, None  # launched on several processes (harness.distributed): the first summarises
     summary = summarize_run(cfg, full)

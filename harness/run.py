@@ -12,7 +12,6 @@ import pandas as pd
 from harness import manifest as mf
 from harness.distributed import gather, processes, read_rows, require_shared
 from harness.failures import is_failed, nan_stats
-from harness.prefetch import a_core_is_free_for_loading
 from harness.evaluate import Pair, SavedPredictionError, check_saved_predictions, evaluate_pairs
 from harness.dataroots import build_with_root, resolve_roots
 from harness.registry import build_method, method_class, method_tasks, parse_method_spec
@@ -174,8 +173,7 @@ def run(cfg: RunConfig, output: Optional[str] = None, progress: bool = True,
     for pair in saved if processes().is_main else []:
         atomic_write_text(pair.folder / "missing.json", json.dumps(list(pair.missing), indent=1) + "\n")
     for ds, pairs in plan:
-        evaluate_pairs(pairs, ds, cfg.seed, cfg.batch_size, progress=progress,
-                       background_loading=a_core_is_free_for_loading(cfg.device))
+        evaluate_pairs(pairs, ds, cfg.seed, cfg.batch_size, progress=progress)
     if not gather(folder, [(p.folder, ds.ids()) for ds, pairs in plan for p in pairs]):
         return folder, None  # launched on several processes: the first one summarises
     summary = summarize_run(cfg, plan)

@@ -72,7 +72,6 @@ def test_loading_goes_to_the_background_only_where_a_core_is_free(monkeypatch):
 
 
 def test_a_run_scores_the_same_with_loading_in_turn_and_in_the_background(tmp_path, monkeypatch):
-    import harness.run as run_module
     from harness.run import RunConfig, run
 
     import harness.evaluate as evaluate_module
@@ -84,7 +83,7 @@ def test_a_run_scores_the_same_with_loading_in_turn_and_in_the_background(tmp_pa
     cfg = RunConfig(methods=("dpbridge_tiny",), datasets=("synthetic",), steps=2, count=3, batch_size=2)
     summaries = []
     for free in (True, False):
-        monkeypatch.setattr(run_module, "a_core_is_free_for_loading", lambda device, free=free: free)
+        monkeypatch.setattr(evaluate_module, "a_core_is_free_for_loading", lambda device, free=free: free)
         summaries.append(run(cfg, str(tmp_path / f"free-{free}"), progress=False)[1])
     assert used == [True, False]
     pd.testing.assert_frame_equal(summaries[0], summaries[1])
