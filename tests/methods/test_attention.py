@@ -32,16 +32,28 @@ def test_bmm_attention_equals_the_fused_kernel(shape):
 
 
 @pytest.mark.parametrize("source", [16, 40])  # scores laid out [S,L] (short source) and [L,S]
-def test_heads_are_chunked_to_the_scratch_size_with_a_ragged_last_chunk(monkeypatch, source):
+def test_heads_are_chunked_to_the_chunk_size_with_a_ragged_last_chunk(monkeypatch, source):
     assert (source < attention.SHORT_SOURCE) == (source == 16)
     q, k, v = _qkv(1, 5, 16, source, 4)
-    monkeypatch.setattr(attention, "SCRATCH_BYTES", 2 * 16 * source * 4)  # two heads per chunk: 2 + 2 + 1
+    monkeypatch.setattr(attention, "CHUNK_BYTES", 2 * 16 * source * 4)  # two heads per chunk: 2 + 2 + 1
     scratch = {}
     out = _by_bmm(q, k, v, scratch)
     assert [key[0] for key in scratch] == [2]
     assert torch.allclose(out, F.scaled_dot_product_attention(q, k, v), atol=1e-5)
     assert torch.equal(_by_bmm(q, k, v, scratch), out)  # the reused buffers leave no trace
 
+
+def test_a_head_larger_than_the_chunk_goes_alone_and_one_larger_than_the_scratch_goes_to_the_fused_kernel(
+        monkeypatch):
+    q, k, v = _qkv(1, 3, 16, 40, 4)
+    one_head = 16 * 40 * 4  # bytes of one head's scores
+    monkeypatch.setattr(attention, "CHUNK_BYTES", one_head // 2)
+    scratch = {}
+    assert torch.allclose(_by_bmm(q, k, v, scratch), F.scaled_dot_product_attention(q, k, v), atol=1e-5)
+    assert [key[0] for key in scratch] == [1]
+    assert attention.fits_scratch(16, 40, torch.float32)
+    monkeypatch.setattr(attention, "SCRATCH_BYTES", one_head - 1)
+    assert not attention.fits_scratch(16, 40, torch.float32)
 
 def _predict(method) -> torch.Tensor:
     rgb = torch.linspace(-1, 1, 2 * 3 * 64 * 64).reshape(2, 3, 64, 64)
