@@ -67,7 +67,7 @@ def bmm_attention(q: torch.Tensor, k_t: torch.Tensor, v_t: torch.Tensor, scratch
 
 
 def fits_scratch(length: int, source: int, dtype: torch.dtype) -> bool:
-    return length * source * torch.empty((), dtype=dtype).element_size() <= SCRATCH_BYTES
+    return length * source * dtype.itemsize <= SCRATCH_BYTES
 
 
 def heads_projection(linear: torch.nn.Linear, x: torch.Tensor, heads: int) -> torch.Tensor:

@@ -55,6 +55,7 @@ def test_a_head_larger_than_the_chunk_goes_alone_and_one_larger_than_the_scratch
     monkeypatch.setattr(attention, "SCRATCH_BYTES", one_head - 1)
     assert not attention.fits_scratch(16, 40, torch.float32)
 
+
 def _predict(method) -> torch.Tensor:
     rgb = torch.linspace(-1, 1, 2 * 3 * 64 * 64).reshape(2, 3, 64, 64)
     with torch.inference_mode():
