@@ -193,11 +193,12 @@ def latency_study(cfg: LatencyConfig, output: Optional[str] = None, progress: bo
     check_config(cfg)
     if not processes().is_main:  # launched: timings come from one process on one device; the others stand aside
         return None, None
+    datasets = [build_with_root(ds_name, roots) for ds_name in cfg.datasets]
+    check_step_counts(cfg, {d.spec.task for d in datasets})
     folder = study_folder(cfg, output)
     done = measured_cells(folder, cfg)
     records = []
-    for ds_name in cfg.datasets:
-        dataset = build_with_root(ds_name, roots)
+    for dataset in datasets:
         samples = None
         for name in (m for m in cfg.methods if dataset.spec.task in method_tasks(m)):
             todo = [int(s) for s in cfg.steps if (name, dataset.name, int(s)) not in done]
@@ -210,17 +211,36 @@ def latency_study(cfg: LatencyConfig, output: Optional[str] = None, progress: bo
     return folder, table
 
 
-def measure_method(name, dataset, samples, steps_list: list[int], cfg: LatencyConfig, folder: Path,
-                   progress: bool) -> dict[int, dict]:
-    """Measure one method on one dataset at each step count of ``steps_list``, appending each cell's row to the
-    study's cells file as it finishes; {steps: row}."""
+def sampling_method(name: str, task: str, cfg: LatencyConfig):
+    """``name`` built for ``task`` with the study's options; refuses a method without sampling steps."""
     options = RunOptions(eta=cfg.eta, device=cfg.device, dtype=cfg.dtype, channels_last=cfg.channels_last,
                          compile=cfg.compile, bmm_attention=cfg.bmm_attention)
-    method = build_method(name, dataset.spec.task, options)  # built once: the step counts reuse it
+    method = build_method(name, task, options)
     contract = method.contract
     if not contract.stochastic or contract.default_steps is None:
         raise ValueError(f"method {name!r} has no sampling steps; latency against steps applies to diffusion "
                          f"methods only")
+    return method
+
+
+def check_step_counts(cfg: LatencyConfig, tasks: set[str]) -> None:
+    """Refuse, before any cell is measured, a method without sampling steps or a step count outside a method's
+    schedule (``use_steps`` says which). Each method is built once per task for this and let go, so a late step
+    count of a late method cannot stop a study half-way with cells it would then refuse to resume."""
+    for name in cfg.methods:
+        for task in sorted(tasks & set(method_tasks(name))):
+            method = sampling_method(name, task, cfg)
+            for steps in cfg.steps:
+                method.use_steps(int(steps))
+            del method
+
+
+def measure_method(name, dataset, samples, steps_list: list[int], cfg: LatencyConfig, folder: Path,
+                   progress: bool) -> dict[int, dict]:
+    """Measure one method on one dataset at each step count of ``steps_list``, appending each cell's row to the
+    study's cells file as it finishes; {steps: row}."""
+    method = sampling_method(name, dataset.spec.task, cfg)  # built once: the step counts reuse it
+    contract = method.contract
     res = contract.processing_res or dataset.spec.processing_res
     size = processing_size(*samples[0].rgb.shape[:2], res, contract.size_multiple)
     rows = {}

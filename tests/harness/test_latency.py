@@ -42,6 +42,20 @@ def test_latency_refuses_methods_without_steps_and_bad_settings(tmp_path):
         latency_study(LatencyConfig(methods=("dpbridge_tinny",)), str(tmp_path / "d"), progress=False)
 
 
+@pytest.mark.parametrize("methods, steps, refusal", [(("dpbridge_tiny",), (1, 2, 1000), "999"),
+                                                     (("dpbridge_tiny", "ramp"), (1,), "no sampling steps")])
+def test_a_study_refuses_a_late_step_count_or_method_before_it_measures_any_cell(tmp_path, monkeypatch, methods,
+                                                                                 steps, refusal):
+    import harness.latency as latency
+
+    measured = []
+    monkeypatch.setattr(latency, "measure_cell", lambda *a: measured.append(a))
+    cfg = LatencyConfig(methods=methods, datasets=("synthetic",), steps=steps, count=1, warmup=0)
+    with pytest.raises(ValueError, match=refusal):
+        latency_study(cfg, str(tmp_path / "lat"), progress=False)
+    assert measured == [] and not (tmp_path / "lat").exists()  # nothing measured, no folder bound to the typo
+
+
 @pytest.mark.parametrize("background", [True, False])
 def test_batches_load_in_order_and_raise_in_turn(background):
     assert list(batches_loaded([1, 2, 3], lambda x: x * 10, background)) == [(1, 10), (2, 20), (3, 30)]
