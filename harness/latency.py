@@ -187,9 +187,11 @@ def measured_cells(folder: Path, cfg: LatencyConfig) -> dict[tuple, dict]:
 
 def latency_study(cfg: LatencyConfig, output: Optional[str] = None, progress: bool = True,
                   roots=None) -> tuple[Optional[Path], Optional[pd.DataFrame]]:
-    """Measure every cell (launched on several processes: the first one alone; the others return (None, None)); writes latency.csv, latency.md, latency.png and manifest.json into the study folder
-    (``study_folder``); ``roots`` as for `run` (harness.dataroots). Each cell is saved as it finishes: run again,
-    a killed study measures only the cells it had not finished (each row says when it was measured)."""
+    """Measure every cell and write latency.csv, latency.md, latency.png and manifest.json into the study folder
+    (``study_folder``); launched on several processes, the first one measures alone and the others return
+    (None, None). ``roots`` as for `run` (harness.dataroots). Every method and step count is checked before the
+    first cell. Each cell is saved as it finishes: run again, a killed study measures only the cells it had not
+    finished (each row says when it was measured)."""
     check_config(cfg)
     if not processes().is_main:  # launched: timings come from one process on one device; the others stand aside
         return None, None

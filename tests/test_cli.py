@@ -61,3 +61,22 @@ def test_dataset_set_names_the_settings_a_dataset_takes():
         main(["run", "--datasets", "synthetic", "--dataset-set", "max_depth=3"])
     with pytest.raises(SystemExit, match="applies to datasets named with a folder"):
         _dataset_settings(("nyuv2",), ["split=val"])  # (the run itself stops earlier, at the missing root)
+
+
+@pytest.mark.parametrize("command, module, function, result", [
+    ("run", "harness.run", "run", (None, None)),
+    ("robustness", "harness.robustness", "robustness", (None, None, None)),
+    ("latency", "harness.latency", "latency_study", (None, None))])
+def test_the_inference_options_reach_the_config_of_each_command(monkeypatch, command, module, function, result):
+    import importlib
+
+    configs = []  # the config each call of the command's study function received (a launched rank's return)
+    record = lambda cfg, *a, **k: (configs.append(cfg), result)[1]  # noqa: E731
+    monkeypatch.setattr(importlib.import_module(module), function, record)
+    argv = [command, "--methods", "dpbridge_tiny", "--datasets", "synthetic"] + (
+        ["--noise", "gaussian"] if command == "robustness" else [])
+    assert main(argv) == 0
+    assert main(argv + ["--dtype", "bfloat16", "--channels-last", "--compile", "--bmm-attention"]) == 0
+    plain, chosen = configs
+    assert (plain.dtype, plain.channels_last, plain.compile, plain.bmm_attention) == ("float32", False, False, False)
+    assert (chosen.dtype, chosen.channels_last, chosen.compile, chosen.bmm_attention) == ("bfloat16", True, True, True)

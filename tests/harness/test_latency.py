@@ -155,3 +155,35 @@ def test_an_unfinished_latency_study_refuses_other_settings_once_it_measured_a_c
     (folder / "latency.csv").unlink()  # as if killed before the end
     with pytest.raises(ValueError, match=r"unfinished latency study with other settings \(count: 1 -> 2\)"):
         latency_study(LatencyConfig(**{**cfg.__dict__, "count": 2}), str(folder), progress=False)
+
+
+def test_a_study_builds_its_methods_with_its_inference_options():
+    from harness.latency import sampling_method
+
+    cfg = LatencyConfig(dtype="bfloat16", channels_last=True, compile=True, bmm_attention=True, eta=0.5)
+    options = sampling_method("dpbridge_tiny", "depth", cfg).options  # compiled lazily: nothing compiles here
+    assert (options.dtype, options.channels_last, options.compile, options.bmm_attention, options.eta) == (
+        "bfloat16", True, True, True, 0.5)
+
+
+def test_a_batch_too_large_stops_the_study_clearly_and_keeps_its_finished_cells(tmp_path, monkeypatch):
+    from harness.memory import BatchTooLargeError
+    from harness.registry import method_class
+
+    cls, calls = method_class("dpbridge_tiny"), []
+    real = cls.predict
+
+    def the_second_cell_does_not_fit(self, rgb, gens):
+        calls.append(rgb.shape[0])
+        if len(calls) == 2:
+            raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 68719476736 bytes")
+        return real(self, rgb, gens)
+
+    monkeypatch.setattr(cls, "predict", the_second_cell_does_not_fit)
+    cfg = LatencyConfig(methods=("dpbridge_tiny",), datasets=("synthetic",), steps=(1, 2), count=2, batch_size=2,
+                        warmup=0)
+    folder = tmp_path / "lat"
+    with pytest.raises(BatchTooLargeError, match="batch of 2 image.*rerun with --batch-size 1"):
+        latency_study(cfg, str(folder), progress=False)
+    kept = [json.loads(r) for r in (folder / "cells.jsonl").read_text().splitlines()]
+    assert [c["steps"] for c in kept] == [1] and not (folder / "latency.csv").exists()

@@ -29,3 +29,18 @@ def test_networkless_methods_ignore_the_options():
 @pytest.mark.slow  # inductor compiles the UNet and VAE: minutes on a small CPU
 def test_compiled_networks_give_the_same_results():
     assert torch.allclose(_predict(RunOptions(steps=1, compile=True)), _predict(RunOptions(steps=1)), atol=1e-4)
+
+
+@pytest.mark.parametrize("dtype, autocast", [("float32", None), ("bfloat16", torch.bfloat16)])
+def test_the_dtype_option_runs_the_networks_under_autocast(dtype, autocast):
+    method = build_method("dpbridge_tiny", "depth", RunOptions(steps=1, dtype=dtype))
+    seen = []  # (autocast on, its dtype) inside each UNet and VAE call
+    for module in inference_modules(method.model):
+        module.register_forward_hook(lambda *_: seen.append(
+            (torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu"))))
+    out = _predict(RunOptions(), method)
+    assert len(seen) == 3  # encoder, one UNet step, decoder
+    assert all(on == (autocast is not None) for on, _ in seen)
+    if autocast is not None:
+        assert {d for _, d in seen} == {autocast}
+    assert out.dtype == torch.float32 and torch.isfinite(out).all()  # maps leave in float32 either way
