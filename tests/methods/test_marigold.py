@@ -86,3 +86,16 @@ def test_an_incomplete_folder_names_what_it_lacks(marigold_depth_dir, tmp_path):
     (broken / "vae" / "diffusion_pytorch_model.safetensors").unlink()
     with pytest.raises(FileNotFoundError, match="lacks vae/diffusion_pytorch_model.safetensors"):
         build_method("marigold", "depth", RunOptions(checkpoint=str(broken)))
+
+
+@pytest.mark.parametrize("dtype, autocast", [("float32", None), ("bfloat16", torch.bfloat16)])
+def test_the_dtype_option_runs_the_pipeline_s_unet_under_autocast(marigold_depth_dir, dtype, autocast):
+    method = build_method("marigold", "depth", RunOptions(checkpoint=str(marigold_depth_dir), steps=1, dtype=dtype))
+    seen = []  # (autocast on, its dtype) inside each UNet call
+    method.pipe.unet.register_forward_hook(lambda *_: seen.append(
+        (torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu"))))
+    out = method.predict(torch.rand(1, 3, 32, 32) * 2 - 1, _gens([0]))
+    assert seen and all(on == (autocast is not None) for on, _ in seen)
+    if autocast is not None:
+        assert {d for _, d in seen} == {autocast}
+    assert torch.isfinite(out).all()
