@@ -47,7 +47,9 @@ class DatasetSpec:
     max_depth: float = 10.0
     clip_min: float = 1e-3  # metres, prediction clip after alignment
     clip_max: float = 10.0
-    processing_res: int = 0  # long side the method sees; 0 = native
+    # long side the method sees, the protocol's: 0 = native; None = the protocol sets none (the method's own
+    # resolution, else native). A benchmark's value takes precedence over the method's (harness.evaluate)
+    processing_res: Optional[int] = None
     alignment: Literal["least_squares", "least_squares_disparity", "none"] = "least_squares"
     normals_aggregation: Literal["pooled", "per_image"] = "pooled"
     eval_crop: Optional[str] = None  # name of the crop applied to the valid mask, e.g. "eigen"

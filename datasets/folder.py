@@ -140,7 +140,7 @@ class FolderDataset(Dataset):
         self.spec = DatasetSpec(task=self.task, min_depth=s.min_depth, max_depth=s.max_depth,
                                 clip_min=s.min_depth if s.clip_min is None else s.clip_min,
                                 clip_max=s.max_depth if s.clip_max is None else s.clip_max,
-                                processing_res=s.processing_res, alignment=s.alignment,
+                                processing_res=s.processing_res or None, alignment=s.alignment,
                                 normals_aggregation=s.normals_aggregation)
         self.files = self._match()
 

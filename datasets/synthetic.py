@@ -152,7 +152,7 @@ class _TinyWorld(Dataset):
         if self.count < 0:
             raise ValueError(f"count must be >= 0, got {count}")
         self.spec = DatasetSpec(task=self.task, min_depth=MIN_DEPTH, max_depth=MAX_DEPTH, clip_min=MIN_DEPTH,
-                                clip_max=MAX_DEPTH, processing_res=0,
+                                clip_max=MAX_DEPTH, processing_res=None,
                                 alignment="least_squares" if self.task == "depth" else "none",
                                 normals_aggregation="pooled")
 

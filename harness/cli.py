@@ -40,7 +40,8 @@ def cmd_run(args) -> int:
     cfg = RunConfig(methods=_csv(args.methods) if args.methods else DEFAULT_METHODS, datasets=names,
                     steps=args.steps, eta=args.eta, seed=args.seed, batch_size=args.batch_size, device=args.device,
                     dtype=args.dtype, count=args.count, allow_missing=args.allow_missing,
-                    **inference_options(args), continue_on_error=args.continue_on_error,
+                    processing_res=args.processing_res, **inference_options(args),
+                    continue_on_error=args.continue_on_error,
                     dataset_args=_dataset_settings(names, args.dataset_set),
                     checkpoint=args.checkpoint, ensemble_size=args.ensemble)
     folder, summary = run(cfg, args.output, progress=not args.quiet, roots=roots)
@@ -103,7 +104,8 @@ def cmd_robustness(args) -> int:
     names, roots = resolve_data(_dataset_names(args.datasets) if args.datasets else DEFAULT_DATASETS, args)
     cfg = RunConfig(methods=_csv(args.methods) if args.methods else DEFAULT_METHODS, datasets=names,
                     steps=args.steps, eta=args.eta, seed=args.seed, batch_size=args.batch_size, device=args.device,
-                    dtype=args.dtype, count=args.count, **inference_options(args))
+                    dtype=args.dtype, count=args.count, processing_res=args.processing_res,
+                    **inference_options(args))
     folder, summary, _ = robustness(cfg, conds, args.output, progress=not args.quiet, roots=roots)
     if summary is None:  # launched on several processes: the first one prints
         return 0

@@ -21,6 +21,11 @@ def add_inference_options(p) -> None:
                    "(methods/attention.py)")
 
 
+def add_processing_res_option(p) -> None:
+    p.add_argument("--processing-res", type=int, metavar="PX", help="long side every method sees on every dataset "
+                   "(0 = native; default: each benchmark's protocol value, else the method's own)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from harness.dataroots import add_data_options
 
@@ -56,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_options(r)
     add_device_options(r)
     add_inference_options(r)
+    add_processing_res_option(r)
 
     rb = sub.add_parser("robustness", help="Table 4: methods under input noise beside their clean scores")
     rb.add_argument("--noise", default="all", help="noise names (comma-separated) or all; see `ls perturbations`")
@@ -72,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_options(rb)
     add_device_options(rb)
     add_inference_options(rb)
+    add_processing_res_option(rb)
 
     la = sub.add_parser("latency", help="latency, memory and quality against sampling steps (Figure 5)")
     la.add_argument("--methods", default="dpbridge_tiny", help="methods with sampling steps, comma-separated")

@@ -46,6 +46,15 @@ def sample_seed(seed: int, sample_id: str) -> int:
     return stable_seed(f"{seed}:{sample_id}")
 
 
+def resolved_processing_res(override: Optional[int], dataset_res: Optional[int], method_res: int) -> int:
+    """The long side a method sees on a dataset (0 = native): ``override`` (``--processing-res``) if given, else
+    the dataset's protocol value (protocol.md: NYUv2, KITTI, ScanNet native, ETH3D 756, DIODE 640; the normals
+    sets native), else the method's own (e.g. 768 for the SD backbones, 64 in the tiny world), else native."""
+    if override is not None:
+        return override
+    return dataset_res if dataset_res is not None else method_res
+
+
 def processing_size(height: int, width: int, res: int, multiple: int) -> tuple[int, int]:
     """(h, w) with long side ``res`` (0 = native), aspect kept, each rounded to a multiple of ``multiple``."""
     if res > 0:

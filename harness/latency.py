@@ -30,7 +30,7 @@ import pandas as pd
 import torch
 
 from harness import manifest as mf
-from harness.evaluate import prepare_batch, processing_size, sample_seed
+from harness.evaluate import prepare_batch, processing_size, resolved_processing_res, sample_seed
 from harness.memory import out_of_memory_guard
 from harness.dataroots import build_with_root
 from harness.distributed import processes
@@ -243,7 +243,7 @@ def measure_method(name, dataset, samples, steps_list: list[int], cfg: LatencyCo
     study's cells file as it finishes; {steps: row}."""
     method = sampling_method(name, dataset.spec.task, cfg)  # built once: the step counts reuse it
     contract = method.contract
-    res = contract.processing_res or dataset.spec.processing_res
+    res = resolved_processing_res(None, dataset.spec.processing_res, contract.processing_res)
     size = processing_size(*samples[0].rgb.shape[:2], res, contract.size_multiple)
     rows = {}
     for steps in steps_list:

@@ -12,7 +12,8 @@ import pandas as pd
 from harness import manifest as mf
 from harness.distributed import gather, processes, read_rows, require_shared
 from harness.failures import is_failed, nan_stats
-from harness.evaluate import Pair, SavedPredictionError, check_saved_predictions, evaluate_pairs
+from harness.evaluate import (Pair, SavedPredictionError, check_saved_predictions, evaluate_pairs,
+                              resolved_processing_res)
 from harness.dataroots import build_with_root, resolve_roots
 from harness.registry import build_method, method_class, method_tasks, parse_method_spec
 from harness.runio import atomic_write_text
@@ -37,7 +38,7 @@ class RunConfig:
     batch_size: int = 8
     device: str = "cpu"
     dtype: str = "float32"
-    processing_res: Optional[int] = None  # None = method's, else dataset's, else native
+    processing_res: Optional[int] = None  # None = the dataset's protocol value, else the method's, else native
     count: Optional[int] = None  # evaluate only the first N samples of each dataset
     dataset_args: dict = field(default_factory=dict)  # name -> constructor kwargs
     allow_missing: bool = False  # saved predictions: score the samples that have a file, count the others
@@ -188,6 +189,9 @@ def build_plan(cfg: RunConfig, folder: Path, roots=None) -> list:
         raise ValueError(f"steps must be >= 1 (leave --steps out for each method's default), got {cfg.steps}")
     if cfg.batch_size < 1:
         raise ValueError(f"batch size must be >= 1, got {cfg.batch_size}")
+    if cfg.processing_res is not None and cfg.processing_res < 0:
+        raise ValueError(f"processing resolution must be >= 0 (0 = native; leave --processing-res out for each "
+                         f"benchmark's protocol value), got {cfg.processing_res}")
     datasets = [build_dataset(n, cfg, roots) for n in cfg.datasets]
     for n in cfg.methods:  # fail on an unknown name before any compute
         method_class(n)
@@ -223,9 +227,7 @@ def run_options(cfg: RunConfig) -> RunOptions:
 
 
 def processing_res(cfg: RunConfig, method, dataset) -> int:
-    if cfg.processing_res is not None:
-        return cfg.processing_res
-    return method.contract.processing_res or dataset.spec.processing_res
+    return resolved_processing_res(cfg.processing_res, dataset.spec.processing_res, method.contract.processing_res)
 
 
 def manifest_record(cfg: RunConfig, plan) -> dict:

@@ -20,7 +20,8 @@ class OutputContract:
 
     kind: "depth" (affine-invariant depth, aligned in depth space), "disparity" (aligned in disparity space) or
     "normals" (unit vectors, canonical camera frame x right, y up, z toward the viewer; no alignment).
-    processing_res: long side in pixels the method wants its input at (0 = the dataset's own resolution).
+    processing_res: long side in pixels the method wants its input at where the dataset's protocol sets none
+    (a benchmark's own value takes precedence: harness.evaluate.resolved_processing_res); 0 = native.
     """
 
     kind: OutputKind

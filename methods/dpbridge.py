@@ -48,7 +48,7 @@ class DPBridgeConfig:
     # the image; the rest ~ U{1..T-1}. 0 = the paper's uniform draw.
     top_t_fraction: float = 0.0
     default_steps: int = 10  # sampling steps when the user gives none (paper tables: 50)
-    processing_res: int = 64  # long side the method sees (tiny world: 64; SD: 768 or the dataset's)
+    processing_res: int = 64  # long side the method sees where the dataset's protocol sets none (tiny: 64; SD: 768)
 
     @classmethod
     def from_dict(cls, data: dict) -> "DPBridgeConfig":

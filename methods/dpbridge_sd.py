@@ -24,8 +24,9 @@ CHECKPOINT_ROOT = Path(os.environ.get("HARNESS_CHECKPOINTS", Path(__file__).reso
                                       "checkpoints"))
 
 # DPBridgeConfig settings of the real-backbone methods (recorded in every checkpoint). processing_res: the long
-# side the method sees, Marigold's 768 for SD backbones [choice: the paper does not state it]; default_steps: 50,
-# the paper's main tables.
+# side the method sees where the dataset's protocol sets none (your own folders, `predict`; the benchmarks use
+# their own, protocol.md), Marigold's 768 for SD backbones [choice: the paper does not state it]; default_steps:
+# 50, the paper's main tables.
 SD_METHOD_SETTINGS = {"processing_res": 768, "default_steps": 50}
 
 

@@ -160,7 +160,7 @@ def test_adapters_registered_and_spec():
     assert n.spec.task == "normals" and n.spec.alignment == "none"
     for sp in (d.spec, n.spec):
         assert (sp.min_depth, sp.max_depth, sp.clip_min, sp.clip_max) == (1e-3, 80.0, 1e-3, 80.0)
-        assert sp.processing_res == 0 and sp.normals_aggregation == "pooled"
+        assert sp.processing_res is None and sp.normals_aggregation == "pooled"  # no protocol value: the method's own
     desc = d.describe()
     assert desc["name"] == "synthetic" and desc["count"] == 200 and desc["split"] == "test"
     assert desc["seed"] == 0 and desc["resolution"] == [64, 64]

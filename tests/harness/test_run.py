@@ -188,3 +188,55 @@ def test_checkpoint_names_exactly_one_method_that_loads_weights(tmp_path):
     cfg = RunConfig(methods=("train_mean", "ramp"), datasets=("synthetic",), count=2, checkpoint=weights)
     _, summary = run(cfg, str(tmp_path / "ok"), progress=False)
     assert set(summary.method) == {"train_mean", "ramp"}
+
+
+def test_resolved_processing_res_puts_the_flag_then_the_protocol_then_the_method():
+    from harness.evaluate import resolved_processing_res
+
+    assert resolved_processing_res(None, 0, 768) == 0  # NYUv2, KITTI, ScanNet, the normals sets: native
+    assert resolved_processing_res(None, 756, 768) == 756  # ETH3D
+    assert resolved_processing_res(None, None, 768) == 768  # no protocol value (a folder, the tiny world)
+    assert resolved_processing_res(None, None, 0) == 0
+    assert resolved_processing_res(512, 756, 768) == 512  # --processing-res
+
+
+@pytest.mark.parametrize("protocol_res, seen_size", [(0, (64, 64)), (40, (40, 40)), (None, (32, 32))])
+def test_a_benchmark_s_processing_resolution_takes_precedence_over_the_method_s(tmp_path, monkeypatch, protocol_res,
+                                                                               seen_size):
+    import dataclasses
+
+    from datasets.synthetic import SyntheticDepth
+    from methods.base import OutputContract
+
+    cls, seen = method_class("ramp"), []
+    original = cls.predict
+    monkeypatch.setattr(cls, "contract", property(lambda self: OutputContract(kind="depth", processing_res=32,
+                                                                              size_multiple=8)))
+    monkeypatch.setattr(cls, "predict", lambda self, rgb, g: (seen.append(tuple(rgb.shape[-2:])),
+                                                              original(self, rgb, g))[1])
+    init = SyntheticDepth.__init__
+
+    def with_protocol_res(self, *a, **k):  # the tiny world (64 px) as a benchmark declaring a resolution
+        init(self, *a, **k)
+        self.spec = dataclasses.replace(self.spec, processing_res=protocol_res)
+
+    monkeypatch.setattr(SyntheticDepth, "__init__", with_protocol_res)
+    folder, _ = run(RunConfig(methods=("ramp",), datasets=("synthetic",), count=2), str(tmp_path / "r"),
+                    progress=False)
+    assert set(seen) == {seen_size}
+    assert json.loads((folder / "manifest.json").read_text())["methods"]["ramp__synthetic"]["processing_res"] == (
+        32 if protocol_res is None else protocol_res)
+
+
+def test_processing_res_from_the_command_line_overrides_every_resolution_and_refuses_a_negative(tmp_path):
+    from harness.cli import main
+
+    out = tmp_path / "r"
+    assert main(["run", "--methods", "ramp", "--datasets", "synthetic", "--count", "1", "--processing-res", "48",
+                 "--output", str(out), "--quiet"]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["methods"]["ramp__synthetic"]["processing_res"] == 48 and manifest["config"]["processing_res"] == 48
+    with pytest.raises(ValueError, match="processing resolution must be >= 0"):
+        run(RunConfig(methods=("ramp",), datasets=("synthetic",), count=1, processing_res=-1), str(tmp_path / "n"),
+            progress=False)
+    assert not (tmp_path / "n").exists()
