@@ -75,9 +75,12 @@ class LatentModel(torch.nn.Module):
         self.vae = backbone.vae.requires_grad_(False).eval()
         self.register_buffer("null_text", backbone.null_text, persistent=False)  # [1,tokens,dim]
         self.scaling_factor = backbone.scaling_factor
-        # image sides must divide by the VAE's and the UNet's total downsampling
-        self.size_multiple = 2 ** (len(self.vae.config.block_out_channels) - 1) * 2 ** (
-            len(self.unet.config.block_out_channels) - 1)
+        # inference: image sides must divide by the VAE's downsampling, so the latent is whole; diffusers' UNet takes
+        # any latent size (its upsamplers are given the skip connections' sizes), as Marigold's pipeline relies on.
+        # So NYUv2's native 480x640 is processed as it is (latent 60x80), not resized to 512x640.
+        self.latent_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        # training crops divide by the UNet's downsampling as well, so every batch splits evenly at every level
+        self.size_multiple = self.latent_factor * 2 ** (len(self.unet.config.block_out_channels) - 1)
 
     # ---- building and loading
     @classmethod

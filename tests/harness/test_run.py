@@ -240,3 +240,15 @@ def test_processing_res_from_the_command_line_overrides_every_resolution_and_ref
         run(RunConfig(methods=("ramp",), datasets=("synthetic",), count=1, processing_res=-1), str(tmp_path / "n"),
             progress=False)
     assert not (tmp_path / "n").exists()
+
+
+def test_the_protocol_s_native_sizes_are_processed_as_they_are_at_the_vae_s_multiple():
+    from harness.evaluate import processing_size
+    from harness.registry import build_method
+    from methods.base import RunOptions
+
+    tiny = build_method("dpbridge_tiny", "depth", RunOptions(steps=1)).contract.size_multiple
+    assert tiny == 4  # the tiny VAE's downsampling; its UNet's two more are not required
+    assert processing_size(480, 640, 0, 8) == (480, 640)  # NYUv2, ScanNet, DIODE (long side 640)
+    assert processing_size(352, 1216, 0, 8) == (352, 1216)  # KITTI after the KB crop
+    assert processing_size(4032, 6048, 756, 8) == (504, 752)  # ETH3D: 756 rounds to 752 (Marigold pads to 760)

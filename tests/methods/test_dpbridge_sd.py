@@ -224,3 +224,15 @@ def test_an_sd15_folder_is_an_sd15_backbone_and_not_an_sd21_one(tmp_path):
     assert resolve_backbone("sd15", str(sd15)) == sd15
     with pytest.raises(BackboneMismatchError, match="cross_attention_dim is 768 \\(that is Stable Diffusion 1.5\\)"):
         resolve_backbone("sd21", str(sd15))
+
+
+def test_the_sd_method_predicts_at_sizes_its_unet_does_not_divide(sd21_checkpoint):
+    """480x640 (NYUv2 native) has a 60x80 latent that an SD UNet's three downsamplings do not divide; like Marigold,
+    the harness processes it as it is. Here: 40x56, a 5x7 latent under the fixture UNet's one downsampling."""
+    from harness.registry import build_method
+    from methods.base import RunOptions
+
+    method = build_method("dpbridge_sd21", "depth", RunOptions(checkpoint=str(sd21_checkpoint), steps=1))
+    assert method.contract.size_multiple == 8  # the VAE's downsampling
+    out = method.predict(torch.rand(1, 3, 40, 56) * 2 - 1, [torch.Generator().manual_seed(0)])
+    assert out.shape == (1, 1, 40, 56) and torch.isfinite(out).all()
