@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import posixpath
 from dataclasses import dataclass, field
-from typing import Iterator, Literal, Optional
+from typing import Iterator, Literal, Optional, get_args
 
 import numpy as np
 
@@ -38,6 +38,10 @@ def marigold_prediction_path(rgb_relpath: str, name_mode: PredNameMode = "id") -
     return posixpath.join(folder, posixpath.splitext(name)[0] + ".npy")
 
 
+Alignment = Literal["least_squares", "least_squares_disparity", "none"]
+Aggregation = Literal["pooled", "per_image"]  # normals: over all pixels, or per image then averaged
+
+
 @dataclass(frozen=True)
 class DatasetSpec:
     """Protocol settings of one benchmark: what the evaluator applies, recorded beside every number."""
@@ -50,10 +54,15 @@ class DatasetSpec:
     # long side the method sees, the protocol's: 0 = native; None = the protocol sets none (the method's own
     # resolution, else native). A benchmark's value takes precedence over the method's (harness.evaluate)
     processing_res: Optional[int] = None
-    alignment: Literal["least_squares", "least_squares_disparity", "none"] = "least_squares"
-    normals_aggregation: Literal["pooled", "per_image"] = "pooled"
+    alignment: Alignment = "least_squares"
+    normals_aggregation: Aggregation = "pooled"
     eval_crop: Optional[str] = None  # name of the crop applied to the valid mask, e.g. "eigen"
     fit_max_side: int = 0  # depth alignment fitted on a grid thinned to at most this many pixels per side; 0 = all
+
+    def __post_init__(self):
+        for key, allowed in (("alignment", get_args(Alignment)), ("normals_aggregation", get_args(Aggregation))):
+            if getattr(self, key) not in allowed:
+                raise ValueError(f"dataset spec {key} {getattr(self, key)!r}: expected {' or '.join(allowed)}")
 
 
 @dataclass

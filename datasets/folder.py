@@ -75,7 +75,28 @@ class FolderSettings:
             raise ValueError(f"unknown folder dataset settings {unknown} (from {path} or --dataset-set); known: "
                              f"{', '.join(known)}")
         typed = {k: _typed(k, v, known[k].type) for k, v in data.items()}
-        return cls(**typed)
+        settings = cls(**typed)
+        bad = settings.invalid()
+        if bad:
+            raise ValueError(f"folder dataset settings (from {path} or --dataset-set): {'; '.join(bad)}")
+        return settings
+
+    def invalid(self) -> list[str]:
+        """What is wrong with these settings, one phrase per setting (empty when nothing is)."""
+        bad = [f"{key} {getattr(self, key)!r}: expected {' or '.join(allowed)}" for key, allowed in CHOICES.items()
+               if getattr(self, key) not in allowed]
+        if self.task not in (None, "depth", "normals"):
+            bad.append(f"task {self.task!r}: expected depth or normals")
+        if self.processing_res < 0:
+            bad.append(f"processing_res {self.processing_res}: expected >= 0 (0 = the method's own or native)")
+        if not self.depth_png_scale > 0:
+            bad.append(f"depth_png_scale {self.depth_png_scale}: expected > 0 (PNG value per metre)")
+        return bad
+
+
+# the settings that take one of a few names, and those names
+CHOICES = {"alignment": ("least_squares", "least_squares_disparity", "none"),
+           "normals_aggregation": ("pooled", "per_image"), "normals_x": ("right", "left")}
 
 
 def _typed(key: str, value, kind: str):
@@ -134,8 +155,6 @@ class FolderDataset(Dataset):
         self.task = task or self.settings.task or ("depth" if (self.root / "depth").is_dir() else "normals")
         if self.task not in ("depth", "normals"):
             raise ValueError(f"folder dataset task {self.task!r}: expected depth or normals")
-        if self.settings.normals_x not in ("right", "left"):
-            raise ValueError(f"normals_x {self.settings.normals_x!r}: expected right or left")
         s = self.settings
         self.spec = DatasetSpec(task=self.task, min_depth=s.min_depth, max_depth=s.max_depth,
                                 clip_min=s.min_depth if s.clip_min is None else s.clip_min,
@@ -213,8 +232,18 @@ class FolderDataset(Dataset):
         else:
             normals, ok = self._normals(paths["normals"])
             valid &= ok
+        if not valid.any():
+            raise decode.DecodeError(f"{paths[self.task]}: no valid pixel ({self._validity()}"
+                                     f"{', and the mask ' + str(paths['mask']) if 'mask' in paths else ''}); "
+                                     f"the fit and every metric need some")
         return Sample(id=sample_id, rgb=rgb, valid=valid, depth=depth, normals=normals,
                       meta={"source": str(paths["rgb"])})
+
+    def _validity(self) -> str:
+        """Which GT pixels count as valid, in words."""
+        if self.task == "normals":
+            return "valid: a nonzero normal"
+        return f"valid: finite depth in ({self.spec.min_depth:g}, {self.spec.max_depth:g}) m, 0 in a PNG = none"
 
     def _depth(self, path: Path) -> np.ndarray:
         """float32 [H,W] metres (NaN where the file has no depth)."""

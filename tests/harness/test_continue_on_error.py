@@ -13,7 +13,7 @@ from harness.runio import read_jsonl
 
 
 def broken_folder(root):
-    """Four samples: ok, a truncated depth PNG (valid header), an all-zero mask, a black image (NaN below)."""
+    """Four samples: ok, a truncated depth PNG (valid header), a one-pixel mask, a black image (NaN below)."""
     for sub in ("rgb", "depth", "mask"):
         (root / sub).mkdir(parents=True)
     h, w = 16, 12
@@ -23,7 +23,10 @@ def broken_folder(root):
         (root / "rgb" / f"{name}.png").write_bytes(encode_image(rgb))
         png = encode_png16(depth + i)
         (root / "depth" / f"{name}.png").write_bytes(png[:60] if name == "truncated" else png)
-        mask = np.zeros((h, w), np.uint8) if name == "nomask" else np.full((h, w), 255, np.uint8)
+        mask = np.full((h, w), 255, np.uint8)
+        if name == "nomask":  # one valid pixel: the sample loads, the scale-and-shift fit (2 needed) fails
+            mask[:] = 0
+            mask[3, 4] = 255
         (root / "mask" / f"{name}.png").write_bytes(encode_image(mask))
     return root
 

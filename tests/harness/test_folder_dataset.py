@@ -60,6 +60,18 @@ def test_spec_file_and_flags_set_the_protocol(tmp_path):
         build(f"folder:{root}")
 
 
+@pytest.mark.parametrize("spec, message", [
+    ({"alignment": "least_sqaures"}, "alignment 'least_sqaures': expected least_squares or least_squares_disparity"),
+    ({"normals_aggregation": "per_imgae"}, "normals_aggregation 'per_imgae': expected pooled or per_image"),
+    ({"normals_x": "up"}, "normals_x 'up': expected right or left"),
+    ({"processing_res": -1}, "processing_res -1: expected >= 0"),
+    ({"depth_png_scale": 0}, "depth_png_scale 0.0: expected > 0")])
+def test_a_setting_outside_its_values_is_refused_naming_the_spec_file(tmp_path, spec, message):
+    root = make_folder(tmp_path / "mine", spec=spec)
+    with pytest.raises(ValueError, match=f"from {root / 'spec.json'} or --dataset-set.*{message}"):
+        build(f"folder:{root}")  # when the dataset is built: before any model runs
+
+
 def test_the_cli_passes_dataset_settings_to_folder_datasets(tmp_path, capsys):
     root = make_folder(tmp_path / "mine")
     code = main(["run", "--methods", "ramp", "--datasets", f"folder:{root}", "--dataset-set", "max_depth=4.5",
@@ -114,3 +126,17 @@ def test_a_folder_without_pairs_or_without_rgb_is_refused(tmp_path):
         dataset_class("folder")
     with pytest.raises(ValueError, match="takes no argument"):
         dataset_class("synthetic:x")
+
+
+def test_a_sample_without_a_valid_pixel_names_its_file_and_the_rule(tmp_path):
+    root = make_folder(tmp_path / "mine", npy=("b",))
+    np.save(root / "depth" / "b.npy", np.full((12, 10), np.nan, np.float32))
+    ds = build(f"folder:{root}")
+    ds.load("a")  # the other sample is fine
+    with pytest.raises(ValueError, match=r"depth/b.npy: no valid pixel \(valid: finite depth in \(0.001, inf\) m"):
+        ds.load("b")
+    code = main(["run", "--methods", "ramp", "--datasets", f"folder:{root}", "--output", str(tmp_path / "r"),
+                 "--quiet", "--continue-on-error"])
+    assert code == 0
+    (row,) = [r for r in read_jsonl(next((tmp_path / "r").glob("ramp__folder-*")) / "rows.jsonl") if r["id"] == "b"]
+    assert row["failed"] and "depth/b.npy: no valid pixel" in row["reason"]
