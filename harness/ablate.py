@@ -66,6 +66,17 @@ class AblateConfig:
         return self.iterations if self.iterations is not None else (None if self.at_scale else ABLATION_BUDGET)
 
 
+def check_config(cfg: AblateConfig) -> None:
+    """Refuse an unknown method, a step count below 1 or a sample count below 1 before anything is trained or run."""
+    from harness.registry import method_class
+
+    method_class(cfg.method)  # KeyError naming the close matches
+    if not cfg.steps or any(s < 1 for s in cfg.steps):
+        raise ValueError(f"--steps must list step counts >= 1, got {list(cfg.steps)}")
+    if cfg.count is not None and cfg.count < 1:
+        raise ValueError(f"--count must be >= 1 (leave it out for every sample), got {cfg.count}")
+
+
 def method_specs(cfg: AblateConfig) -> list[str]:
     from harness.registry import method_class
 
@@ -151,6 +162,7 @@ def ablate(cfg: AblateConfig, output: Optional[str] = None, train_missing: bool 
            train_settings: Optional[dict] = None, roots=None) -> tuple[Path, Optional[pd.DataFrame]]:
     """Evaluate every row at every step count; returns the folder and the tidy Table 3 rows. ``roots``: data roots
     of the datasets (harness.dataroots), for the grid at scale."""
+    check_config(cfg)
     missing = missing_checkpoints(cfg)
     if missing and not train_missing:
         lines = "\n".join(f"  {s}: {checkpoint_of(s)}  (regenerate: {train_command(s, cfg)})" for s in missing)

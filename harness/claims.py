@@ -29,6 +29,10 @@ CLAIMS = (
 CLAIM_METRICS = ("abs_rel", "delta1")
 
 
+CLAIM_COLUMNS = ("steps", "claim", "row_a", "row_b", "dataset", "metric", "a", "b", "b_minus_a", "ci_low", "ci_high",
+                 "b_better", "distinguishable")
+
+
 def claims(folder: Path, steps: tuple[int, ...]) -> tuple[pd.DataFrame, list[str]]:
     """Tidy claim rows (steps, claim, metric, a, b, b_minus_a, ci_low, ci_high, b_better, distinguishable) and the
     claims left out for want of rows."""
@@ -46,7 +50,7 @@ def claims(folder: Path, steps: tuple[int, ...]) -> tuple[pd.DataFrame, list[str
                              "metric": r["metric"], "a": r["a"], "b": r["b"], "b_minus_a": r["b_minus_a"],
                              "ci_low": r["ci_low"], "ci_high": r["ci_high"],
                              "b_better": (r["b_minus_a"] < 0) == lower, "distinguishable": r["distinguishable"]})
-    return pd.DataFrame(rows), skipped
+    return pd.DataFrame(rows, columns=list(CLAIM_COLUMNS)), skipped  # no rows: an empty table, its columns kept
 
 
 def verdict(row) -> str:

@@ -15,6 +15,14 @@ def _csv(text: str) -> tuple[str, ...]:
     return tuple(x.strip() for x in text.split(",") if x.strip())
 
 
+def _ints(text: str, flag: str) -> tuple[int, ...]:
+    """Comma-separated integers of the option ``flag`` (named in the error)."""
+    try:
+        return tuple(int(s) for s in _csv(text))
+    except ValueError:
+        raise ValueError(f"{flag} takes comma-separated integers, got {text!r}") from None
+
+
 def _dataset_names(text: str) -> tuple[str, ...]:
     """Comma-separated names; ``all`` = every registered evaluation dataset."""
     names = _csv(text)
@@ -119,10 +127,7 @@ def cmd_latency(args) -> int:
     from harness.latency import LatencyConfig, latency_study
     from harness.run import DEFAULT_DATASETS
 
-    try:
-        steps = tuple(int(s) for s in _csv(args.steps))
-    except ValueError:
-        raise ValueError(f"--steps takes comma-separated integers, got {args.steps!r}") from None
+    steps = _ints(args.steps, "--steps")
     names, roots = resolve_data(_dataset_names(args.datasets) if args.datasets else DEFAULT_DATASETS, args)
     cfg = LatencyConfig(methods=_csv(args.methods), datasets=names, steps=steps, count=args.count,
                         batch_size=args.batch_size, warmup=args.warmup, seed=args.seed, eta=args.eta,
@@ -161,7 +166,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_ablate(args) -> int:
-    from harness.ablate import AblateConfig, ablate, method_specs
+    from harness.ablate import AblateConfig, ablate, check_config, method_specs
     from methods.ablation import ABLATION_VARIANTS
 
     from harness.dataroots import resolve_data
@@ -171,7 +176,7 @@ def cmd_ablate(args) -> int:
         variants=() if args.variants == "none" else (_csv(args.variants) if args.variants else None),
         baselines=() if args.baselines == "none" else (_csv(args.baselines) if args.baselines else None),
         datasets=_csv(args.datasets) if args.datasets else None,
-        steps=tuple(int(s) for s in _csv(args.steps)) if args.steps else None, count=args.count, seed=args.seed,
+        steps=_ints(args.steps, "--steps") if args.steps else None, count=args.count, seed=args.seed,
         batch_size=args.batch_size, iterations=args.iterations, reference=not args.no_reference).items()
         if v is not None})
     if args.list:
@@ -179,6 +184,7 @@ def cmd_ablate(args) -> int:
             option = spec[spec.find("[") + 1:-1] if "[" in spec else None
             print(f"{spec:28s} {ABLATION_VARIANTS[option][1] if option else 'baseline / reference'}")
         return 0
+    check_config(cfg)  # an unknown method, a bad count or step count: before the data roots are looked for
     _, roots = resolve_data(cfg.dataset_names(), args)
     folder, table = ablate(cfg, args.output, train_missing=args.train, progress=not args.quiet, roots=roots)
     if table is None:  # launched on several processes: the first one prints

@@ -189,6 +189,8 @@ def build_plan(cfg: RunConfig, folder: Path, roots=None) -> list:
         raise ValueError(f"steps must be >= 1 (leave --steps out for each method's default), got {cfg.steps}")
     if cfg.batch_size < 1:
         raise ValueError(f"batch size must be >= 1, got {cfg.batch_size}")
+    if cfg.count is not None and cfg.count < 1:
+        raise ValueError(f"count must be >= 1 (leave --count out for every sample), got {cfg.count}")
     if cfg.processing_res is not None and cfg.processing_res < 0:
         raise ValueError(f"processing resolution must be >= 0 (0 = native; leave --processing-res out for each "
                          f"benchmark's protocol value), got {cfg.processing_res}")

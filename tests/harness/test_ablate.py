@@ -93,3 +93,25 @@ def test_the_grid_at_scale_starts_from_the_paper_defaults(tmp_path, monkeypatch)
         AblateConfig(method="dpbridge_sd21", baselines=("i2sb",)).baseline_rows()
     with pytest.raises(FileNotFoundError, match="dpbridge_sd21_depth_ft"):
         ablate(cfg, str(tmp_path / "out"))
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--method", "dpbridge_tinny"], "unknown method 'dpbridge_tinny'"),  # before it asks for NYUv2's data
+    (["--steps", "10,abc"], "--steps takes comma-separated integers, got '10,abc'"),
+    (["--steps", "0"], "--steps must list step counts >= 1"),
+    (["--count", "-3"], "--count must be >= 1")])
+def test_bad_arguments_are_refused_before_any_work(argv, message, tmp_path, capsys):
+    from harness.cli import main
+
+    assert main(["ablate", "--output", str(tmp_path / "a"), *argv]) == 2
+    assert message in capsys.readouterr().err and not (tmp_path / "a").exists()
+
+
+def test_a_grid_without_a_pair_to_compare_still_writes_its_claims_file():
+    import pandas as pd
+
+    from harness.claims import CLAIM_COLUMNS, claims_markdown
+
+    skipped = ["DAN helps at 1 steps: rows ft / full not evaluated"]
+    text = claims_markdown(pd.DataFrame(columns=list(CLAIM_COLUMNS)), skipped)
+    assert text.startswith("| steps | claim") and "not measured: DAN helps" in text

@@ -252,3 +252,16 @@ def test_the_protocol_s_native_sizes_are_processed_as_they_are_at_the_vae_s_mult
     assert processing_size(480, 640, 0, 8) == (480, 640)  # NYUv2, ScanNet, DIODE (long side 640)
     assert processing_size(352, 1216, 0, 8) == (352, 1216)  # KITTI after the KB crop
     assert processing_size(4032, 6048, 756, 8) == (504, 752)  # ETH3D: 756 rounds to 752 (Marigold pads to 760)
+
+
+@pytest.mark.parametrize("count", [0, -2])
+def test_a_count_below_one_is_refused_before_any_work(tmp_path, count):
+    from harness.perturb import conditions
+    from harness.robustness import robustness
+
+    cfg = RunConfig(methods=("ramp",), datasets=("synthetic",), count=count)
+    with pytest.raises(ValueError, match="count must be >= 1"):
+        run(cfg, str(tmp_path / "r"), progress=False)
+    with pytest.raises(ValueError, match="count must be >= 1"):
+        robustness(cfg, conditions(("gaussian",), {}), str(tmp_path / "b"), progress=False)
+    assert not (tmp_path / "r").exists() and not (tmp_path / "b").exists()
