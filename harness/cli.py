@@ -49,7 +49,7 @@ def cmd_run(args) -> int:
                     steps=args.steps, eta=args.eta, seed=args.seed, batch_size=args.batch_size, device=args.device,
                     dtype=args.dtype, count=args.count, allow_missing=args.allow_missing,
                     processing_res=args.processing_res, **inference_options(args),
-                    continue_on_error=args.continue_on_error,
+                    continue_on_error=args.continue_on_error, retry_failed=args.retry_failed,
                     dataset_args=_dataset_settings(names, args.dataset_set),
                     checkpoint=args.checkpoint, ensemble_size=args.ensemble)
     folder, summary = run(cfg, args.output, progress=not args.quiet, roots=roots)
@@ -60,7 +60,8 @@ def cmd_run(args) -> int:
         failed = summary[summary.group == "all"].drop_duplicates(["method", "dataset"])
         for r in failed[failed.n_failed > 0].itertuples():
             print(f"{r.n_failed} samples failed for {r.method} on {r.dataset}: reasons in the rows with "
-                  f'"failed": true of {folder}/<method>__{r.dataset}/rows.jsonl')
+                  f'"failed": true of {folder}/<method>__{r.dataset}/rows.jsonl; once they are fixed, the same '
+                  f"command with --retry-failed tries them again")
     print(f"results: {folder}/summary.csv, summary.md, manifest.json")
     return 0
 

@@ -53,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--continue-on-error", action="store_true",
                    help="a sample whose GT cannot be decoded, whose valid mask is empty or whose prediction is NaN/inf "
                    "becomes a failed row with its reason (counted in summary.csv n_failed) instead of stopping")
+    r.add_argument("--retry-failed", action="store_true",
+                   help="resuming a run: try the samples recorded as failed again (e.g. after fixing their files)")
     r.add_argument("--dataset-set", action="append", metavar="KEY=VALUE",
                    help="dataset setting: for folder:DIR one overriding its spec.json, e.g. max_depth=10 (see "
                    "README, folder); for the tiny world its split, seed, height or width, e.g. split=val")

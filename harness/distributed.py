@@ -128,6 +128,19 @@ def read_rows(folder: Path) -> list[dict]:
     return out
 
 
+def drop_failed_rows(folder: Path) -> int:
+    """Rewrite every row file of ``folder`` without its failed rows (harness.failures), so a resumed run loads,
+    predicts and scores those samples again; returns how many rows were dropped."""
+    dropped = 0
+    for path in [folder / ROWS, *shard_files(folder)]:
+        rows = read_jsonl(path)
+        kept = [r for r in rows if not r.get("failed")]
+        if len(kept) < len(rows):
+            atomic_write_text(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept))
+            dropped += len(rows) - len(kept)
+    return dropped
+
+
 def merge_rows(folder: Path, ids: list[str]) -> dict[str, int]:
     """Fold the process row files into ``rows.jsonl``, every row in ``ids`` order (so the file is the one a single
     process writes), then remove them. Returns {"<r>-of-<N>": rows taken from that process' file}."""

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -10,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from harness import manifest as mf
-from harness.distributed import gather, processes, read_rows, require_shared
+from harness.distributed import drop_failed_rows, gather, processes, read_rows, require_shared
 from harness.failures import is_failed, nan_stats
 from harness.evaluate import (Pair, SavedPredictionError, check_saved_predictions, evaluate_pairs,
                               resolved_processing_res)
@@ -46,6 +47,7 @@ class RunConfig:
     compile: bool = False  # torch.compile the networks (methods.inference)
     bmm_attention: bool = False  # the UNet's attention as bmm-softmax-bmm (methods.attention)
     continue_on_error: bool = False  # record failing samples as failed rows (harness.failures); not in the key
+    retry_failed: bool = False  # a resumed run tries the samples recorded as failed again; not in the key
     checkpoint: Optional[str] = None  # trained checkpoint folder of the methods that load one (dpbridge_sd21, marigold)
     ensemble_size: int = 0  # samples averaged per image by stochastic methods (marigold, the trained ones); 0 = the method's
 
@@ -55,6 +57,7 @@ def config_key(cfg: RunConfig) -> str:
     settings = mf.without_unset(asdict(cfg), ("allow_missing", "channels_last", "compile", "checkpoint",
                                                "ensemble_size", "bmm_attention"))
     settings.pop("continue_on_error")  # how failures are reported, not what is computed: resuming may add it
+    settings.pop("retry_failed")  # the same: a resumed run may ask for it
     return mf.config_key(settings)
 
 
@@ -98,6 +101,18 @@ def same_but_batch(previous: dict, record: dict) -> bool:
     except (KeyError, TypeError):
         return False
     return a == b
+
+
+def forget_failed_rows(plan) -> None:
+    """--retry-failed: the first process drops every cell's failed rows (the others wait), so those samples run
+    again; a sample that still fails stops the run or, with --continue-on-error, is recorded again."""
+    if processes().is_main:
+        for _, pairs in plan:
+            for pair in pairs:
+                dropped = drop_failed_rows(pair.folder)
+                if dropped:
+                    print(f"{pair.folder.name}: trying {dropped} sample(s) recorded as failed again", file=sys.stderr)
+    processes().barrier()
 
 
 def claim_folder(folder: Path, record: dict) -> None:
@@ -171,6 +186,8 @@ def run(cfg: RunConfig, output: Optional[str] = None, progress: bool = True,
     record = manifest_record(cfg, plan)
     record["skipped_datasets"] = dict(roots.skipped)  # --skip-missing: name -> why (no data)
     claim_folder(folder, record)
+    if cfg.retry_failed:
+        forget_failed_rows(plan)
     for pair in saved if processes().is_main else []:
         atomic_write_text(pair.folder / "missing.json", json.dumps(list(pair.missing), indent=1) + "\n")
     for ds, pairs in plan:
@@ -240,9 +257,15 @@ def manifest_record(cfg: RunConfig, plan) -> dict:
         "datasets": {ds.name: {"list_fingerprint": mf.list_fingerprint(ds.ids()), **ds.describe(),
                                "protocol": asdict(ds.spec)} for ds, _ in plan},
         "methods": {p.folder.name: {**p.method.describe(), "alignment": p.alignment,
-                                                    "processing_res": p.processing_res}
+                                    "aggregation": aggregation_of(ds.spec), "processing_res": p.processing_res}
                     for ds, pairs in plan for p in pairs},
     }
+
+
+def aggregation_of(spec) -> str:
+    """How a dataset's per-image metrics become one number: depth per image then averaged (protocol.md); normals
+    as the dataset says (pooled over pixels, DSINE's, or per image)."""
+    return "per_image" if spec.task == "depth" else spec.normals_aggregation
 
 
 def summarize_run(cfg: RunConfig, plan) -> pd.DataFrame:
@@ -271,13 +294,12 @@ def summarize_run(cfg: RunConfig, plan) -> pd.DataFrame:
                     "processing_res": pair.processing_res, "list_fingerprint": fingerprint}
             for group, idx in groups_of(rows).items():
                 sub = [rows[i] for i in idx]
+                aggregation = aggregation_of(ds.spec)
                 if not sub:  # every sample failed (--continue-on-error): NaN metrics, the failures counted
                     stats = nan_stats(ds.spec.task)
-                    aggregation = "per_image" if ds.spec.task == "depth" else ds.spec.normals_aggregation
                 elif ds.spec.task == "depth":
-                    stats, aggregation = summarize_depth(sub), "per_image"
+                    stats = summarize_depth(sub)
                 else:
-                    aggregation = ds.spec.normals_aggregation
                     errors = [np.load(pair.err_path(r["id"])) for r in sub] if aggregation == "pooled" else []
                     stats = summarize_normals(sub, errors, aggregation)
                 for metric, (value, lo, hi) in stats.items():

@@ -30,28 +30,50 @@ def markdown_tables(summary: pd.DataFrame) -> str:
     """One Markdown table per (task, aggregation): a row per (method, dataset, group), key metrics as columns.
 
     A "missing" column (samples without a saved prediction, on the dataset's "all" row) appears when any row of
-    the table has some (``--allow-missing``).
+    the table has some (``--allow-missing``), and a "failed" column likewise for samples recorded as failed
+    (``--continue-on-error``). Below each table: the sample lists and the settings behind its numbers.
     """
     parts = []
     for (task, aggregation), df in summary.groupby(["task", "aggregation"], sort=False):
         metrics = [m for m in KEY_METRICS[task] if m in set(df["metric"])]
-        missing = "n_missing" in df and bool((df["n_missing"] > 0).any())
-        extra = " missing |" if missing else ""
+        counted = [c for c in ("n_missing", "n_failed") if c in df and bool((df[c] > 0).any())]
+        extra = "".join(f" {c[2:]} |" for c in counted)
         lines = [f"| method | dataset | subset | n |{extra} steps | " + " | ".join(header(task, m) for m in metrics)
-                 + " |", "|---|---|---|---|" + "---|" * (int(missing) + 1 + len(metrics))]
+                 + " |", "|---|---|---|---|" + "---|" * (len(counted) + 1 + len(metrics))]
         keys = ["method", "variant", "dataset", "group", "steps"]
         for (method, variant, dataset, group, steps), cell in df.groupby(keys, sort=False):
             values = {r.metric: format_cell(task, r.metric, r.value, r.ci_low, r.ci_high) for r in cell.itertuples()}
             label = method if variant == "default" else f"{method} [{variant}]"
             members = int(cell["ensemble_size"].iloc[0]) if "ensemble_size" in cell else 1
             label += f" (mean of {members} samples)" if members > 1 else ""
-            gone = f" {cell['n_missing'].iloc[0] if group == 'all' else '-'} |" if missing else ""
+            gone = "".join(f" {cell[c].iloc[0] if group == 'all' else '-'} |" for c in counted)
             lines.append(f"| {label} | {dataset} | {group} | {cell['n_samples'].iloc[0]} |{gone} {steps or '-'} | "
                          + " | ".join(values.get(m, "-") for m in metrics) + " |")
         align = ", ".join(sorted(set(df["alignment"])))
         parts.append(f"**{task}** (aggregation: {aggregation}; alignment: {align}; ± = half-width of the bootstrap "
-                     f"95% interval over images)\n\n" + "\n".join(lines) + list_note(df))
+                     f"95% interval over images)\n\n" + "\n".join(lines) + list_note(df) + settings_note(df))
     return "\n\n".join(parts) + "\n"
+
+
+def settings_note(df: pd.DataFrame) -> str:
+    """Lines naming the settings behind a table's numbers (every row of summary.csv has them): those its rows
+    share, then each method's checkpoint and processing resolution."""
+    shared = [f"{col} {', '.join(sorted({_setting(v) for v in df[col]}))}" for col in ("seed", "eta", "dtype", "device")
+              if col in df]
+    methods = []
+    cols = [c for c in ("method", "variant", "checkpoint", "processing_res") if c in df]
+    for r in df[cols].drop_duplicates().to_dict("records"):
+        label = r["method"] if r.get("variant", "default") == "default" else f"{r['method']} [{r['variant']}]"
+        where = f" `{r['checkpoint']}`" if str(r.get("checkpoint", "-")) not in ("-", "nan") else ""
+        res = r.get("processing_res")
+        size = "" if res is None else (" at native size" if int(res) == 0 else f" at {int(res)} px")
+        methods.append(label + where + size)
+    return ("\n\nsettings: " + "; ".join(shared) if shared else "") + (
+        "\n\nmethods (checkpoint, long side processed): " + "; ".join(methods) if methods else "")
+
+
+def _setting(value) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def list_note(df: pd.DataFrame) -> str:

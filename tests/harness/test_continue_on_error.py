@@ -1,6 +1,7 @@
 """--continue-on-error: an undecodable GT, an empty valid mask or a NaN prediction becomes a failed row with its
 reason (counted in the summary); without it the run stops naming the sample and the fix."""
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -58,6 +59,9 @@ def test_failed_samples_are_recorded_with_their_reason_and_counted(tmp_path, nan
     assert not (cell / "pred" / "black.npy").exists()  # a NaN prediction is never cached
     overall = summary[(summary.group == "all") & (summary.metric == "abs_rel")]
     assert (overall.n_samples.item(), overall.n_failed.item()) == (1, 3)
+    text = (folder / "summary.md").read_text()  # the table shows the failures too, not only summary.csv
+    assert "| method | dataset | subset | n | failed | steps |" in text and "| ramp | " in text
+    assert [line for line in text.splitlines() if line.startswith("| ramp |") and "| all | 1 | 3 |" in line]
     assert overall.value.item() == pytest.approx(rows["ok"]["abs_rel"])
 
 
@@ -98,3 +102,25 @@ def test_a_cell_whose_every_sample_failed_reports_nan_metrics_and_the_count(tmp_
     _, summary = run(cfg, str(tmp_path / "r"), progress=False)
     assert set(summary.dataset) == {"synthetic", "synthetic_normals"}
     assert summary.value.isna().all() and (summary.n_samples == 0).all() and (summary.n_failed == 2).all()
+
+
+def test_retry_failed_scores_the_samples_fixed_since_and_keeps_the_rest(tmp_path, capsys):
+    root = broken_folder(tmp_path / "data")
+    args = ["run", "--methods", "ramp", "--datasets", f"folder:{root}", "--output", str(tmp_path / "r"), "--quiet",
+            "--continue-on-error"]
+    assert main(args) == 0 and "--retry-failed" in capsys.readouterr().out  # the hint names the way back
+    (cell,) = [p for p in (tmp_path / "r").iterdir() if p.is_dir()]
+    before = {r["id"]: r for r in read_jsonl(cell / "rows.jsonl")}
+    good = (root / "depth" / "ok.png").read_bytes()
+    (root / "depth" / "truncated.png").write_bytes(good)  # the truncated file fixed
+    assert main(args) == 0  # resumed as it is: the failed row stays
+    assert {r["id"]: r.get("failed", False) for r in read_jsonl(cell / "rows.jsonl")}["truncated"]
+
+    assert main(args + ["--retry-failed"]) == 0
+    assert "trying 2 sample(s) recorded as failed again" in capsys.readouterr().err  # truncated and nomask
+    after = {r["id"]: r for r in read_jsonl(cell / "rows.jsonl")}
+    assert not after["truncated"].get("failed") and after["nomask"]["failed"]  # fixed / still broken
+    assert after["ok"] == before["ok"]  # finished rows are not touched
+    summary = pd.read_csv(tmp_path / "r" / "summary.csv")
+    overall = summary[(summary.group == "all") & (summary.metric == "abs_rel")]
+    assert (overall.n_samples.item(), overall.n_failed.item()) == (3, 1)  # ok, black, truncated; nomask

@@ -21,6 +21,11 @@ def test_run_writes_rows_summary_and_manifest(tmp_path):
     assert len(manifest["datasets"]["synthetic"]["list_fingerprint"]) == 16
     assert manifest["methods"]["ramp__synthetic"]["alignment"] == "least_squares"
     assert manifest["methods"]["ramp__synthetic_normals"]["alignment"] == "none"
+    assert manifest["methods"]["ramp__synthetic"]["aggregation"] == "per_image"  # depth: per image, then the mean
+    assert manifest["methods"]["ramp__synthetic_normals"]["aggregation"] == "pooled"
+    text = (folder / "summary.md").read_text()
+    assert "settings: seed 0; eta 0; dtype float32; device cpu" in text
+    assert "ramp at native size" in text and " failed |" not in text
     rows = summary[(summary.method == "ramp") & (summary.dataset == "synthetic") & (summary.group == "all")]
     assert set(rows.metric) >= {"abs_rel", "delta1", "silog"}
     assert (rows.n_samples == 6).all()
