@@ -172,11 +172,21 @@ def cache_copy(pred: np.ndarray) -> np.ndarray:
     return pred
 
 
+def cached_prediction(path: Path) -> np.ndarray:
+    """A prediction this run cached earlier; an unreadable one (e.g. a disk that filled up) names its file and the
+    fix instead of numpy's message."""
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as err:
+        raise ValueError(f"{path}: unreadable cached prediction ({err}); delete it and run the same command again "
+                         f"to recompute it") from None
+
+
 def predictions_for(pair: Pair, samples: list[Sample], seed: int) -> list[np.ndarray]:
     """Cached [C,h,w] predictions, running the method only on samples without one (then caching them)."""
     if pair.method.reads_saved_predictions:  # already on disk: read them, never cache a copy
         return [saved_prediction(pair, s) for s in samples]
-    cached = {s.id: np.load(pair.pred_path(s.id)) for s in samples if pair.pred_path(s.id).is_file()}
+    cached = {s.id: cached_prediction(pair.pred_path(s.id)) for s in samples if pair.pred_path(s.id).is_file()}
     missing = [s for s in samples if s.id not in cached]
     by_size: dict[tuple[int, int], list[Sample]] = {}
     contract = pair.method.contract

@@ -23,6 +23,7 @@ from typing import Optional
 import numpy as np
 
 from harness.align import align_depth
+from harness.compare import same_images
 from harness.evaluate import safe_name
 from harness.metrics import angular_error_deg
 from harness.pictures import ERROR_COLORMAP, colorize, normals_to_rgb8
@@ -77,7 +78,16 @@ class Cell:
                 f"{self.folder} has no cached prediction for {sample_id} ({path} is missing), so no figure can show "
                 f"it. Cached predictions are written by `python -m harness run`; run the same command again with a "
                 f"new --output (or pick samples of this run with --ids)")
-        return np.load(path).astype(np.float32)
+        try:
+            pred = np.load(path, allow_pickle=False).astype(np.float32)
+        except (ValueError, OSError, EOFError) as err:
+            raise ValueError(f"{path}: unreadable cached prediction ({err}); delete it and run the run's command "
+                             f"again to recompute it") from None
+        channels = 3 if dataset.spec.task == "normals" else 1
+        if pred.ndim != 3 or pred.shape[0] != channels:
+            raise ValueError(f"{path}: cached prediction of shape {list(pred.shape)}, expected [{channels},h,w]; "
+                             f"delete it and run the run's command again to recompute it")
+        return pred
 
 
 def read_manifest(run: Path) -> dict:
@@ -209,6 +219,8 @@ def make_figures(runs: list[str], cfg: FigureConfig, output: Optional[str] = Non
         path = folder / f"{name}_{cfg.size}.png"
         if path.exists() and not cfg.overwrite:
             raise FileExistsError(f"{path} exists; pass --overwrite to replace it or choose another --output")
+        for r, m in zip(runs[1:], manifests[1:]):  # the same ids must be the same images
+            same_images(name, manifests[0], m, runs[0], r)
         datasets = [run_datasets(m)[name] for m in manifests]
         cells = [c for r, m in zip(runs, manifests) for c in run_cells(r, m, name)]
         label_cells(cells)

@@ -42,3 +42,19 @@ def test_compare_two_methods_of_one_run(tmp_path):
     assert row["n_samples"] == 8 and row["method_a"] == "constant" and row["method_b"] == "ramp"
     with pytest.raises(ValueError, match="name one with --method-a"):
         compare(folder, folder)
+
+
+def test_compare_names_each_side_s_settings_and_refuses_unfinished_or_different_images(tmp_path):
+    base = dict(methods=("ramp",), datasets=("synthetic",), count=4)
+    a, _ = run(RunConfig(**base), str(tmp_path / "a"), progress=False)
+    b, _ = run(RunConfig(**base, seed=1), str(tmp_path / "b"), progress=False)
+    row = compare(a, b).set_index("metric").loc["abs_rel"]
+    assert (row["run_a"], row["run_b"], row["seed_a"], row["seed_b"]) == ("a", "b", 0, 1)
+    assert row["steps_a"] == row["steps_b"] == 0 and row["checkpoint_a"] == "-"
+
+    other, _ = run(RunConfig(**base, dataset_args={"synthetic": {"seed": "5"}}), str(tmp_path / "w"), progress=False)
+    with pytest.raises(ValueError, match=r"read synthetic with different settings \(seed: 0 -> 5\)"):
+        compare(a, other)  # the same ids test/00000.. name another world's images
+    (b / "summary.csv").unlink()  # as if killed before the end
+    with pytest.raises(ValueError, match="unfinished run"):
+        compare(a, b)

@@ -91,3 +91,23 @@ def test_two_runs_give_one_column_per_run_method_and_existing_pngs_are_not_overw
     assert np.array_equal(maps[1], maps[3])  # the same cached prediction drawn from both runs
     with pytest.raises(FileExistsError, match="--overwrite"):
         make_figures([str(tiny_run)], FigureConfig(ids=("test/00001",)), str(tmp_path / "f"))
+
+
+@pytest.mark.parametrize("breakage, message", [
+    (lambda p: p.write_bytes(b"not a numpy file"), "unreadable cached prediction"),
+    (lambda p: np.save(p, np.zeros((2, 8, 8))),
+     r"cached prediction of shape \[2, 8, 8\], expected \[1,h,w\]")])
+def test_a_broken_cached_prediction_is_named_with_the_fix(tiny_run, tmp_path, breakage, message):
+    copy = tmp_path / "broken"
+    shutil.copytree(tiny_run, copy)
+    for path in (copy / "ramp__synthetic" / "pred").glob("*.npy"):
+        breakage(path)
+    with pytest.raises(ValueError, match=f"ramp__synthetic/pred/.*{message}.*delete it"):
+        make_figures([str(copy)], FigureConfig(random=1, datasets=("synthetic",)), str(tmp_path / "f"))
+
+
+def test_runs_that_read_the_same_ids_from_different_images_are_refused(tiny_run, tmp_path):
+    cfg = RunConfig(methods=("ramp",), datasets=("synthetic",), count=6, dataset_args={"synthetic": {"seed": "5"}})
+    other, _ = run(cfg, str(tmp_path / "w"), progress=False)
+    with pytest.raises(ValueError, match=r"read synthetic with different settings \(seed: 0 -> 5\)"):
+        make_figures([str(tiny_run), str(other)], FigureConfig(random=1), str(tmp_path / "f"))

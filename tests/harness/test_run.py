@@ -270,3 +270,14 @@ def test_a_count_below_one_is_refused_before_any_work(tmp_path, count):
     with pytest.raises(ValueError, match="count must be >= 1"):
         robustness(cfg, conditions(("gaussian",), {}), str(tmp_path / "b"), progress=False)
     assert not (tmp_path / "r").exists() and not (tmp_path / "b").exists()
+
+
+def test_an_unreadable_cached_prediction_is_named_with_the_fix(tmp_path):
+    cfg = RunConfig(methods=("ramp",), datasets=("synthetic",), count=2)
+    folder, _ = run(cfg, str(tmp_path / "r"), progress=False)
+    cell = folder / "ramp__synthetic"
+    (cell / "rows.jsonl").unlink()  # as if killed after caching the predictions, before scoring them
+    broken = sorted((cell / "pred").glob("*.npy"))[0]
+    broken.write_bytes(b"\x93NUMPY truncated")
+    with pytest.raises(ValueError, match=f"{broken.name}: unreadable cached prediction.*delete it"):
+        run(cfg, str(folder), progress=False)
