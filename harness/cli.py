@@ -5,6 +5,7 @@ import json
 import os
 import shlex
 import sys
+from pathlib import Path
 
 from harness.cli_parser import build_parser
 from harness.trainables import trained_method_config, typed_settings
@@ -228,17 +229,21 @@ def cmd_compare(args) -> int:
 
     from harness.compare import compare
 
+    if args.output and os.path.exists(args.output) and not args.overwrite:
+        raise FileExistsError(f"{args.output} exists; pass --overwrite to replace it or choose another --output")
     table = compare(args.run_a, args.run_b, args.method_a, args.method_b)
     print(tabulate(table, headers="keys", tablefmt="github", showindex=False, floatfmt=".4g"))
     if args.output:
-        table.to_csv(args.output, index=False)
+        from harness.runio import atomic_write_text
+
+        atomic_write_text(Path(args.output), table.to_csv(index=False))
     return 0
 
 
 def cmd_tables(args) -> int:
     from harness.paper_tables import write_tables
 
-    written = write_tables(args.runs, args.output)
+    written = write_tables(args.runs, args.output, overwrite=args.overwrite)
     for path, text in written.items():
         print(text)
     print(f"tables: {', '.join(str(p) for p in written)} (and .csv beside each)")

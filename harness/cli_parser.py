@@ -149,10 +149,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--method-a", help="method of RUN_A (when it has several on a dataset)")
     c.add_argument("--method-b", help="method of RUN_B")
     c.add_argument("--output", help="also write the table as CSV here")
+    c.add_argument("--overwrite", action="store_true", help="replace the CSV if it exists")
 
     tb = sub.add_parser("tables", help="the paper's Tables 1-4 (published numbers) with runs added as measured rows")
     tb.add_argument("runs", nargs="*", metavar="RUN", help="run folders (their summary.csv); none: published only")
     tb.add_argument("--output", help="folder for table<n>.md/.csv (default: results/tables/)")
+    tb.add_argument("--overwrite", action="store_true", help="replace the tables already in that folder")
 
     ls = sub.add_parser("ls", help="list registered methods, datasets, metrics or perturbations")
     ls.add_argument("what", choices=("methods", "datasets", "metrics", "perturbations"))

@@ -9,6 +9,7 @@ Tables 1-3, the perturbed rows for Table 4) and are named "<method> (measured)".
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Iterable, Optional
 
@@ -16,6 +17,7 @@ import pandas as pd
 
 from harness.metrics import METRIC_INFO
 from harness.ranks import avg_rank, format_rank
+from harness.runio import atomic_write_text
 
 RESULTS_DIR = Path(__file__).resolve().parents[1] / "results"
 PAPER_DIR = RESULTS_DIR / "paper"
@@ -60,8 +62,49 @@ def load_runs(runs: Iterable[str]) -> pd.DataFrame:
     names = [p.parent.name for p in paths.values()]
     if len(set(names)) < len(names):  # two folders of one name: name runs by their folder path
         names = [str(p.parent) for p in paths.values()]
-    frames = [pd.read_csv(p).assign(run=name) for p, name in zip(paths.values(), names)]
+    frames = [read_summary(p).assign(run=name) for p, name in zip(paths.values(), names)]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def read_summary(path: Path) -> pd.DataFrame:
+    try:
+        return pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        raise ValueError(f"{path} is empty: run the run's command again to rewrite it") from None
+
+
+def measured_settings(n: int, measured: pd.DataFrame) -> list[str]:
+    """One line per measured entry of Table ``n`` (run, method, variant, steps): the settings its numbers carry in
+    summary.csv, and how many samples each dataset gave."""
+    rows = measured_rows(n, measured, COLUMNS[n])
+    if rows.empty:
+        return []
+    df = measured[measured.get("group", pd.Series("all", index=measured.index)).astype(str) == "all"]
+    df = df[df["dataset"].isin(set(rows["dataset"]))]
+    keys = [c for c in ("run", "method", "variant", "steps") if c in df.columns]
+    lines = []
+    for entry, cell in df.groupby(keys, sort=False):
+        first = cell.iloc[0]
+        settings = ", ".join(f"{c} {first[c]}" for c in ("seed", "eta", "dtype", "checkpoint", "processing_res")
+                             if c in cell.columns)
+        counts = ", ".join(f"{d} n={int(k)}" for d, k in cell.groupby("dataset")["n_samples"].first().items()) \
+            if "n_samples" in cell.columns else ""
+        lines.append(f"{' / '.join(str(x) for x in entry)}: " + "; ".join(x for x in (settings, counts) if x))
+    return lines
+
+
+def runs_outside(measured: pd.DataFrame) -> list[str]:
+    """The runs none of whose rows lands in any of the four tables (e.g. a tiny-world run)."""
+    if measured.empty:
+        return []
+    inside = {r for n in TABLE_FILES for r in _runs_in(n, measured)}
+    return sorted(set(measured["run"]) - inside)
+
+
+def _runs_in(n: int, measured: pd.DataFrame) -> set:
+    wanted = set(COLUMNS[n])
+    df = measured[measured.get("group", pd.Series("all", index=measured.index)).astype(str) == "all"]
+    return {r for r, d, m in zip(df["run"], df["dataset"], df["metric"]) if (d, m) in wanted}
 
 
 def _paper_value(task: str, dataset: str, metric: str, value: float) -> float:
@@ -192,17 +235,30 @@ def to_markdown(table: pd.DataFrame, n: int) -> str:
     return f"**{TITLES[n]}**\n\n" + "\n".join(lines) + "\n\n" + "\n".join(f"_{x}_" for x in notes) + "\n"
 
 
-def write_tables(runs: Iterable[str] = (), output: Optional[str] = None) -> dict[Path, str]:
+def write_tables(runs: Iterable[str] = (), output: Optional[str] = None, overwrite: bool = False) -> dict[Path, str]:
     """Write table<n>.md and table<n>.csv for n = 1..4 to ``output`` (default results/tables/); returns
-    {markdown path: markdown text}."""
+    {markdown path: markdown text}. Tables already there are replaced only with ``overwrite``; a run none of whose
+    rows lands in a table is named on stderr."""
     measured = load_runs(runs)
     folder = Path(output) if output else TABLES_DIR
+    existing = [folder / f"table{n}.{ext}" for n in TABLE_FILES for ext in ("md", "csv")
+                if (folder / f"table{n}.{ext}").exists()]
+    if existing and not overwrite:
+        raise FileExistsError(f"{existing[0]} exists; pass --overwrite to replace the tables in {folder} or choose "
+                              f"another --output")
+    for run in runs_outside(measured):
+        print(f"run {run}: none of its datasets and metrics is in Tables 1-4 (the paper's benchmarks), so it adds "
+              f"no row", file=sys.stderr)
     folder.mkdir(parents=True, exist_ok=True)
     out = {}
     for n in TABLE_FILES:
         table = paper_table(n, measured)
-        table.to_csv(folder / f"table{n}.csv", index=False)
+        atomic_write_text(folder / f"table{n}.csv", table.to_csv(index=False))
         text = to_markdown(table, n)
-        (folder / f"table{n}.md").write_text(text)
+        settings = measured_settings(n, measured) if not measured.empty else []
+        if settings:
+            text += "\n_measured rows (run / method / variant / steps: settings from its summary.csv):_\n\n" + "".join(
+                f"- {line}\n" for line in settings)
+        atomic_write_text(folder / f"table{n}.md", text)
         out[folder / f"table{n}.md"] = text
     return out

@@ -102,12 +102,16 @@ def default_output(cfg: PredictConfig) -> Path:
     return RESULTS_DIR / "predict" / f"{parse_method_spec(cfg.method).cell}__{cfg.task}"
 
 
-def claim_output(folder: Path, cfg: PredictConfig) -> None:
-    """Record the settings in the output folder, or refuse a folder written with other settings."""
+def claim_output(folder: Path, cfg: PredictConfig, resolved: Optional[dict] = None) -> None:
+    """Record the settings in the output folder, or refuse a folder written with other settings. ``resolved``: what
+    the defaults came to (the method's description, with its steps and checkpoint, and the processing resolution),
+    recorded beside them (a folder written before it was recorded is compared on the settings alone)."""
     path = folder / SETTINGS_FILE
-    record = asdict(cfg)
+    record = {**asdict(cfg), **({"resolved": resolved} if resolved is not None else {})}
     if path.is_file():
         previous = json.loads(path.read_text())
+        if "resolved" not in previous:
+            record.pop("resolved", None)
         if previous != record:
             changed = sorted(k for k in set(previous) | set(record) if previous.get(k) != record.get(k))
             raise FileExistsError(f"{folder} holds predictions made with other settings ({', '.join(changed)}); "
@@ -117,13 +121,17 @@ def claim_output(folder: Path, cfg: PredictConfig) -> None:
 
 
 def split_done(images: list[InputImage], folder: Path, task: str) -> tuple[list[InputImage], list[InputImage]]:
-    """(to do, already done); raises naming the files of an image whose outputs exist only in part."""
+    """(to do, already done); raises naming the files of an image whose outputs exist only in part, unless a call of
+    this command was cut short writing them (its settings file is there and the image's .npy, written last, is not:
+    they are written again; claim_output then checks that the settings are the same)."""
     todo, done, partial = [], [], []
+    resumed = (folder / SETTINGS_FILE).is_file()
     for img in images:
-        exists = [p.is_file() for p in output_paths(folder, img.name, task).values()]
+        paths = output_paths(folder, img.name, task)
+        exists = [p.is_file() for p in paths.values()]
         if all(exists):
             done.append(img)
-        elif any(exists):
+        elif any(exists) and not (resumed and not paths["npy"].is_file()):
             partial.append(img)
         else:
             todo.append(img)
@@ -160,14 +168,15 @@ def predict_batch(method, images: list[np.ndarray], names: list[str], cfg: Predi
 
 
 def write_outputs(folder: Path, name: str, pred: np.ndarray, cfg: PredictConfig) -> None:
-    """Every output file of one image (each atomic; the .npy first)."""
+    """Every output file of one image (each atomic; the .npy last, so an image with its .npy is complete and one
+    without it was cut short by a kill: split_done redoes it)."""
     paths = output_paths(folder, name, cfg.task)
-    atomic_save_npy(paths["npy"], pred.astype(np.float32))
     if cfg.task == "depth":
         write_png(paths["png16"], depth_to_uint16(pred))
         write_png(paths["colored"], colorize(normalise01(pred), cfg.colormap))
     else:
         write_png(paths["rgb"], normals_to_rgb8(pred))
+    atomic_save_npy(paths["npy"], pred.astype(np.float32))
 
 
 def predict(cfg: PredictConfig, inputs: list[str], output: Optional[str] = None,
@@ -183,8 +192,8 @@ def predict(cfg: PredictConfig, inputs: list[str], output: Optional[str] = None,
                          f"e.g. --method dpbridge_tiny")
     folder = Path(output) if output else default_output(cfg)
     todo, done = split_done(images, folder, cfg.task)
-    claim_output(folder, cfg)
     res = cfg.processing_res if cfg.processing_res is not None else method.contract.processing_res
+    claim_output(folder, cfg, json.loads(json.dumps({"method": method.describe(), "processing_res": res})))
     batches = [todo[i:i + cfg.batch_size] for i in range(0, len(todo), cfg.batch_size)]
     for batch in tqdm(batches, desc=f"predict {cfg.task}", unit="batch", disable=not progress):
         rgbs = [read_rgb(img.path) for img in batch]

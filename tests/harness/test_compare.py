@@ -58,3 +58,16 @@ def test_compare_names_each_side_s_settings_and_refuses_unfinished_or_different_
     (b / "summary.csv").unlink()  # as if killed before the end
     with pytest.raises(ValueError, match="unfinished run"):
         compare(a, b)
+
+
+def test_the_cli_does_not_replace_an_existing_csv(tmp_path, capsys):
+    from harness.cli import main
+
+    folder, _ = run(RunConfig(methods=("constant", "ramp"), datasets=("synthetic",), count=4), str(tmp_path / "r"),
+                    progress=False)
+    out = tmp_path / "diff.csv"
+    args = ["compare", str(folder), str(folder), "--method-a", "constant", "--method-b", "ramp", "--output", str(out)]
+    assert main(args) == 0 and pd.read_csv(out)["run_a"].eq("r").all()
+    out.write_text("mine\n")
+    assert main(args) == 2 and out.read_text() == "mine\n" and "--overwrite" in capsys.readouterr().err
+    assert main(args + ["--overwrite"]) == 0 and "b_minus_a" in out.read_text()

@@ -108,3 +108,25 @@ def test_cli_without_runs_writes_the_published_tables_with_both_ranks(tmp_path, 
     assert len(table1) == 15 and (table1["source"] == "published").all()
     assert (table1["avg_rank"].map(format_rank).astype(float) == table1["printed_avg_rank"]).all()
     assert "| DPBridge (SD1.5) | published | BM | 18.1 |" in (tmp_path / "table2.md").read_text()
+
+
+def test_tables_name_the_measured_settings_refuse_to_overwrite_and_name_runs_they_leave_out(tmp_path, capsys):
+    run = fake_run(tmp_path / "run", "dpbridge_tiny", BEST_DEPTH[:2])
+    summary = pd.read_csv(run / "summary.csv").assign(seed=3, checkpoint="ckpt/x", n_samples=8)
+    summary.to_csv(run / "summary.csv", index=False)
+    tiny = fake_run(tmp_path / "tiny", "dpbridge_tiny", [("synthetic", "depth", "abs_rel", 0.2)])
+    out = tmp_path / "tables"
+    assert main(["tables", str(run), str(tiny), "--output", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "run tiny: none of its datasets and metrics is in Tables 1-4" in err and "run run:" not in err
+    table1 = (out / "table1.md").read_text()
+    assert "- run / dpbridge_tiny / default / 50: seed 3" in table1 and "checkpoint ckpt/x" in table1
+    assert "nyuv2 n=8" in table1
+    before = (out / "table1.csv").read_text()
+    assert main(["tables", "--output", str(out)]) == 2  # a second call would lose the measured rows
+    assert "pass --overwrite" in capsys.readouterr().err and (out / "table1.csv").read_text() == before
+    assert main(["tables", "--output", str(out), "--overwrite"]) == 0
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "summary.csv").write_text("")
+    assert main(["tables", str(tmp_path / "empty"), "--output", str(tmp_path / "t2")]) == 2
+    assert "empty" in capsys.readouterr().err

@@ -108,6 +108,23 @@ def test_existing_outputs_are_skipped_partial_ones_and_other_settings_refused(im
         predict(PredictConfig(method="constant"), [str(images / "sub")], str(out), progress=False)
 
 
+def test_an_image_cut_short_by_a_kill_is_written_again(images, tmp_path):
+    out = tmp_path / "out"
+    first = predict(PredictConfig(method="ramp"), [str(images)], str(out), progress=False)
+    npy = np.load(out / "a_depth.npy")
+    for name in ("a_depth.npy", "a_depth_colored.png"):  # killed after the 16-bit PNG: the .npy is written last
+        (out / name).unlink()
+    again = predict(PredictConfig(method="ramp"), [str(images)], str(out), progress=False)
+    assert again["written"] == ["a"] and again["skipped"] == ["sub/b"] and first["written"] == ["a", "sub/b"]
+    np.testing.assert_array_equal(np.load(out / "a_depth.npy"), npy)
+    assert (out / "a_depth_colored.png").is_file()
+    resolved = json.loads((out / "predict.json").read_text())["resolved"]  # what the defaults came to
+    assert resolved["processing_res"] == 0 and resolved["method"]["method"] == "ramp"
+    (out / "a_depth.npy").unlink()
+    with pytest.raises(FileExistsError, match="other settings"):  # the same rewrite under other settings: refused
+        predict(PredictConfig(method="constant"), [str(images)], str(out), progress=False)
+
+
 def test_two_inputs_with_the_same_output_name_are_refused(tmp_path):
     write_image(tmp_path / "x.png", 8, 8)
     write_image(tmp_path / "x.jpg", 8, 8)
