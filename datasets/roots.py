@@ -106,12 +106,13 @@ def how_to_provide(name: str, cfg_file: Path) -> str:
 
 def resolve(names, needs_root: Mapping[str, bool], obtain: Mapping[str, str], cli_roots: Mapping[str, str] = None,
             cli_lists: Mapping[str, str] = None, env: Mapping[str, str] = None, skip_missing: bool = False,
-            needs_list: Mapping[str, bool] = None) -> Resolved:
+            needs_list: Mapping[str, bool] = None,
+            skip_hint: str = "pass --skip-missing to run the others") -> Resolved:
     """Roots (and user lists) of ``names``; raises one MissingRootError listing every dataset without its data.
 
     needs_root: name -> whether the adapter reads files (the tiny world does not); obtain: name -> where to get it;
     needs_list: name -> whether the benchmark needs a user-supplied list (KITTI). A root or list that is given but
-    does not exist counts as missing (its origin is named).
+    does not exist counts as missing (its origin is named). skip_hint: what the error suggests besides the roots.
     """
     env = os.environ if env is None else env
     cli_roots, cli_lists = dict(cli_roots or {}), dict(cli_lists or {})
@@ -149,7 +150,7 @@ def resolve(names, needs_root: Mapping[str, bool], obtain: Mapping[str, str], cl
         problems.append((name, f"{reason}. Obtain it: {obtain.get(name, 'see the README, section Datasets')}"))
     if problems and not skip_missing:
         lines = "\n".join(f"  {name}: {reason}" for name, reason in problems)
-        raise MissingRootError(f"{len(problems)} dataset(s) have no data (pass --skip-missing to run the others):\n"
+        raise MissingRootError(f"{len(problems)} dataset(s) have no data ({skip_hint}):\n"
                                f"{lines}")
     out.skipped = dict(problems)
     return out

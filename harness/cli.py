@@ -159,7 +159,12 @@ def cmd_train(args) -> int:
         settings["export"] = str(export)
         if args.variant:
             settings.setdefault("output", f"cache/train/ablation/{args.variant}")
-    summary = train(method_cfg, TrainConfig(**settings), command, method_name=args.method)
+    from datasets.roots import parse_pairs
+
+    roots = parse_pairs(args.data_root, "--data-root")
+    if roots and not settings.get("datasets"):
+        raise ValueError("--data-root names a training set's folder: name the set with --datasets too")
+    summary = train(method_cfg, TrainConfig(**settings), command, method_name=args.method, data_roots=roots)
     print(json.dumps(summary["final_loss_ema"]))
     if "stopped_at" in summary:
         print(f"stopped after {summary['stopped_at']} of {summary['train_config']['iterations']} iterations (stop_at); "

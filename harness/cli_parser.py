@@ -105,8 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--method-set", action="append", metavar="KEY=VALUE", help="method config setting, e.g. dan=B")
     t.add_argument("--backbone", metavar="PATH", help="Stable Diffusion folder (diffusers layout) for dpbridge_sd15 / "
                    "dpbridge_sd21; default $HARNESS_SD15 / $HARNESS_SD21, then the local Hugging Face cache")
-    t.add_argument("--datasets", help="training adapters, e.g. hypersim,vkitti (roots: HARNESS_DATA_<NAME> or the "
-                   "data config file); default: the tiny-world pool")
+    t.add_argument("--datasets", help="training adapters, e.g. hypersim,vkitti (roots: --data-root, "
+                   "HARNESS_DATA_<NAME> or the data config file); default: the tiny-world pool")
+    t.add_argument("--data-root", action="append", metavar="NAME=PATH", help="where a training set's files are")
 
     ab = sub.add_parser("ablate", help="Table 3: the ablation grid and the baselines from shipped checkpoints")
     ab.add_argument("--method", help="whose grid: dpbridge_tiny (default), or dpbridge_sd15 / dpbridge_sd21 at scale")

@@ -27,12 +27,13 @@ def add_data_options(parser) -> None:
                              "listing every missing root)")
 
 
-def resolve_roots(names, cli_roots=None, cli_lists=None, skip_missing: bool = False, env=None) -> dr.Resolved:
+def resolve_roots(names, cli_roots=None, cli_lists=None, skip_missing: bool = False, env=None,
+                  **hint) -> dr.Resolved:
     """Roots of ``names`` (registered datasets); raises MissingRootError listing every one without data."""
     classes = {n: dataset_class(n) for n in names}
     return dr.resolve(list(names), {n: getattr(c, "needs_root", False) for n, c in classes.items()},
                       {n: getattr(c, "obtain", "") for n, c in classes.items()}, cli_roots, cli_lists, env,
-                      skip_missing, {n: getattr(c, "needs_list", False) for n, c in classes.items()})
+                      skip_missing, {n: getattr(c, "needs_list", False) for n, c in classes.items()}, **hint)
 
 
 def resolve_data(names, args) -> tuple[tuple[str, ...], dr.Resolved]:

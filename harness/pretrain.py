@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 import harness.pool
-from harness.manifest import device_description
+from harness.manifest import device_description, settings_change
 from harness.pool import encode_images, render_pool
 from harness.stage_checkpoint import StageCheckpoints, TrainingClock
 from harness.train import warmup_exponential
@@ -162,10 +162,24 @@ def train_unet(backbone, latents: torch.Tensor, cfg: PretrainConfig, stage: Stag
     return {"unet_final_loss_ema": _fit(stage, backbone.unet, cfg.unet_lr, cfg.unet_steps, batch_loss, cfg)}
 
 
+def check_export(folder: Path, settings: dict) -> None:
+    """Refuse to replace a backbone pretrained with other settings (the shipped one by default): the same settings
+    regenerate it; anything else goes elsewhere (``--set export=DIR``)."""
+    path = folder / "training_summary.json"
+    if not path.is_file():
+        return
+    recorded = json.loads(path.read_text()).get("config", {})
+    change = settings_change({k: v for k, v in recorded.items() if k in settings}, json.loads(json.dumps(settings)))
+    if change:
+        raise FileExistsError(f"{folder} holds a backbone pretrained with other settings ({change}); export this one "
+                              f"elsewhere with --set export=DIR (or move that folder away to replace it)")
+
+
 def pretrain(cfg: PretrainConfig, command: str) -> dict:
     """Pretrain (or resume pretraining) in the run folder, then export the backbone; returns its summary."""
     out = Path(cfg.output or harness.pool.CACHE_DIR / "pretrain" / "tiny_backbone")
     settings = {k: v for k, v in asdict(cfg).items() if k not in NOT_RESULT_SETTINGS}
+    check_export(Path(cfg.export or TINY_BACKBONE_DIR), settings)  # before any training
     checkpoints = StageCheckpoints(out, STAGES, settings)
     resumed = checkpoints.open()
     log_path = out / "training_log.jsonl"

@@ -20,6 +20,7 @@ import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Optional
 
 import torch
 
@@ -94,6 +95,32 @@ ADDED_LATER = ("weight_ema",)  # left out while off, so that older checkpoints s
 def result_settings(cfg: TrainConfig) -> dict:
     """The TrainConfig fields that decide the trained weights (a resume must keep them)."""
     return without_unset({k: v for k, v in asdict(cfg).items() if k not in NOT_RESULT_SETTINGS}, ADDED_LATER)
+
+
+def check_budget(cfg: TrainConfig) -> None:
+    """Refuse a budget that trains nothing (an exported checkpoint would be the untrained initialisation)."""
+    for key in ("iterations", "batch", "grad_accum"):
+        if getattr(cfg, key) < 1:
+            raise ValueError(f"--set {key}={getattr(cfg, key)}: must be >= 1")
+
+
+def check_export(folder: Path, method_config: dict, train_settings: dict) -> None:
+    """Refuse to replace a checkpoint trained with other settings (e.g. a shipped one under methods/weights/): the
+    same settings again regenerate it, anything else must be exported elsewhere (``--set export=DIR``)."""
+    summary_path = folder / "training_summary.json"
+    if not summary_path.is_file():
+        if folder.is_dir() and any(folder.iterdir()):
+            raise FileExistsError(f"{folder} exists and holds no training_summary.json: choose another "
+                                  f"--set export=DIR or move that folder away")
+        return
+    recorded = json.loads(summary_path.read_text())
+    before = {**{f"method.{k}": v for k, v in recorded.get("method_config", {}).items()},
+              **{k: v for k, v in recorded.get("train_config", {}).items() if k in train_settings}}
+    now = {**{f"method.{k}": v for k, v in method_config.items()}, **train_settings}
+    change = settings_change(json.loads(json.dumps(before)), json.loads(json.dumps(now)))
+    if change:
+        raise FileExistsError(f"{folder} holds a checkpoint trained with other settings ({change}); export this one "
+                              f"elsewhere with --set export=DIR (or move that folder away to replace it)")
 
 
 def _check_resume(out: Path, state: dict, method_config: dict, train_settings: dict) -> None:
@@ -188,8 +215,12 @@ def trainable_for(method_cfg) -> type:
     raise ValueError(f"no trainable method takes a {type(method_cfg).__name__}; known: {sorted(TRAINABLE)}")
 
 
-def train(method_cfg, cfg: TrainConfig, command: str, method_name: str = "dpbridge_tiny") -> dict:
-    """Train the model ``method_cfg`` configures (any registered trainable) and export it."""
+def train(method_cfg, cfg: TrainConfig, command: str, method_name: str = "dpbridge_tiny",
+          data_roots: Optional[dict] = None) -> dict:
+    """Train the model ``method_cfg`` configures (any registered trainable) and export it; ``data_roots``: name ->
+    folder of the training adapters in ``cfg.datasets`` (`--data-root`; paths, so not a result setting)."""
+    check_budget(cfg)
+    export_folder = Path(cfg.export or WEIGHTS_DIR / f"{method_name}_{method_cfg.task}")
     out = Path(cfg.output or Path("cache") / "train" / f"{method_name}_{method_cfg.task}")
     out.mkdir(parents=True, exist_ok=True)
     accelerator = joined_accelerator(cfg)
@@ -198,7 +229,7 @@ def train(method_cfg, cfg: TrainConfig, command: str, method_name: str = "dpbrid
     if cfg.datasets:
         from harness.train_data import dataset_batches
 
-        source = dataset_batches(cfg.datasets, cfg.dataset_mix, method_cfg.task, model)
+        source = dataset_batches(cfg.datasets, cfg.dataset_mix, method_cfg.task, model, data_roots)
     else:
         with accelerator.main_process_first():  # the first renders and encodes the pool; the others read its cache
             pool = render_pool("train", cfg.pool_count, cfg.seed, TINY_IMAGE_SIZE)
@@ -223,6 +254,7 @@ def train(method_cfg, cfg: TrainConfig, command: str, method_name: str = "dpbrid
         start = state["iteration"]
         resumed_ema = state.get("loss_ema_per_process")
     same_start(accelerator, start, out)
+    check_export(export_folder, asdict(method_cfg), result_settings(cfg))  # before any training
     log_path = out / "training_log.jsonl"
     if start == 0 and accelerator.is_main_process:
         log_path.write_text("")
@@ -294,8 +326,7 @@ def train(method_cfg, cfg: TrainConfig, command: str, method_name: str = "dpbrid
     if average is not None:
         average.copy_to(accelerator.unwrap_model(model.unet))
     if accelerator.is_main_process:
-        export(accelerator.unwrap_model(model.unet), model, summary, log_path,
-               Path(cfg.export or WEIGHTS_DIR / f"{method_name}_{method_cfg.task}"))
+        export(accelerator.unwrap_model(model.unet), model, summary, log_path, export_folder)
     return summary
 
 

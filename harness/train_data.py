@@ -139,13 +139,25 @@ class DatasetBatches:
                 for name, p in zip(self.names, self.probs)}
 
 
-def dataset_batches(names: str, mix: str, task: str, model) -> DatasetBatches:
-    """DatasetBatches over the comma-separated registered training adapters ``names`` (roots from --data-root /
-    HARNESS_DATA_<NAME> / the config file, as for evaluation)."""
+def dataset_batches(names: str, mix: str, task: str, model, data_roots: Optional[dict] = None) -> DatasetBatches:
+    """DatasetBatches over the comma-separated registered training adapters ``names`` (roots from ``data_roots``
+    (`train --data-root NAME=PATH`) / HARNESS_DATA_<NAME> / the config file, as for evaluation)."""
     wanted = [n.strip() for n in names.split(",") if n.strip()]
     if not wanted:
         raise ValueError("no training datasets named (e.g. --datasets hypersim,vkitti)")
-    datasets = {n: build_with_root(n, None) for n in wanted}
+    from datasets.training import TrainingSet
+    from harness.registry import dataset_class
+
+    benchmarks = [n for n in wanted if not issubclass(dataset_class(n), TrainingSet)]
+    if benchmarks:  # iBims-1, Sintel and folders are left out of `--datasets all` but are test data all the same
+        raise ValueError(f"--datasets {', '.join(benchmarks)}: evaluation datasets (their samples are test samples) "
+                         f"cannot be trained on; name training adapters (e.g. hypersim,vkitti), or leave --datasets "
+                         f"out to train on the tiny world's train split")
+    from harness.dataroots import resolve_roots
+
+    roots = resolve_roots(wanted, data_roots, skip_hint="training needs every dataset it names; "
+                          "leave one out of --datasets to train on the others")
+    datasets = {n: build_with_root(n, roots) for n in wanted}
     return DatasetBatches(datasets, parse_mix(mix, wanted), task, model)
 
 

@@ -50,6 +50,17 @@ class DPBridgeConfig:
     default_steps: int = 10  # sampling steps when the user gives none (paper tables: 50)
     processing_res: int = 64  # long side the method sees where the dataset's protocol sets none (tiny: 64; SD: 768)
 
+    def __post_init__(self):
+        bad = [f"{k}={getattr(self, k)} (expected {why})" for k, ok, why in (
+            ("top_t_fraction", 0 <= self.top_t_fraction < 1, "0 <= x < 1"),
+            ("lambda_eps", self.lambda_eps > 0, "> 0"),
+            ("lambda_ic", self.lambda_ic >= 0, ">= 0; image_consistency=off switches the term off"),
+            ("default_steps", self.default_steps >= 1, ">= 1"),
+            ("processing_res", self.processing_res >= 0, ">= 0"),
+            ("ic_subbatch", self.ic_subbatch >= 0, ">= 0, 0 = all")) if not ok]
+        if bad:
+            raise ValueError(f"DPBridge settings out of range: {', '.join(bad)}")
+
     @classmethod
     def from_dict(cls, data: dict) -> "DPBridgeConfig":
         return config_from_dict(cls, data, "DPBridge")

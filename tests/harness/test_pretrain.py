@@ -83,7 +83,8 @@ def test_a_run_folder_refuses_other_settings_and_a_finished_run_only_exports_aga
     cfg = PretrainConfig(**TINY, output=str(tmp_path / "run"), export=str(tmp_path / "bb"))
     first = pretrain(cfg, "run")
     with pytest.raises(ValueError, match=r"run holds a run with other settings \(vae_lr: 0.001 -> 0.0001\)"):
-        pretrain(PretrainConfig(**{**TINY, "vae_lr": 1e-4}, output=str(tmp_path / "run")), "run")
+        pretrain(PretrainConfig(**{**TINY, "vae_lr": 1e-4}, output=str(tmp_path / "run"),
+                                export=str(tmp_path / "bb3")), "run")
     again = pretrain(PretrainConfig(**{**TINY, "log_every": 3}, output=str(tmp_path / "run"),
                                     export=str(tmp_path / "bb2")), "run")
     assert (again["resumed_from"]["stage"], again["resumed_from"]["step"]) == ("unet", TINY["unet_steps"])
@@ -94,7 +95,8 @@ def test_a_run_folder_refuses_other_settings_and_a_finished_run_only_exports_aga
 def test_an_attempt_that_checkpointed_nothing_does_not_bind_the_run_folder(tmp_path, private_cache, monkeypatch):
     monkeypatch.setattr(pretrain_module, "F", KilledAt(1))  # killed in the first VAE step
     with pytest.raises(KeyboardInterrupt):
-        pretrain(PretrainConfig(**{**TINY, "vae_lr": 1e-4}, output=str(tmp_path / "run")), "run")
+        pretrain(PretrainConfig(**{**TINY, "vae_lr": 1e-4}, output=str(tmp_path / "run"),
+                                export=str(tmp_path / "bb0")), "run")
     monkeypatch.setattr(pretrain_module, "F", F)
     summary = pretrain(PretrainConfig(**TINY, output=str(tmp_path / "run"), export=str(tmp_path / "bb")), "run")
     assert "resumed_from" not in summary
@@ -140,3 +142,13 @@ def test_a_vae_batch_row_is_its_kind_of_image_flipped_by_the_drawn_coin():
         if flip:
             image = flip_horizontal(image, "normals" if kind == 2 else None)
         assert torch.equal(batch[row], image[0]), (row, kind, flip)
+
+
+def test_an_export_folder_of_other_settings_is_never_replaced(tmp_path, private_cache):
+    pretrain(PretrainConfig(**TINY, output=str(tmp_path / "run"), export=str(tmp_path / "bb")), "first")
+    before = (tmp_path / "bb" / "training_summary.json").read_text()
+    other = PretrainConfig(**{**TINY, "seed": TINY.get("seed", 0) + 1}, output=str(tmp_path / "run2"),
+                           export=str(tmp_path / "bb"))
+    with pytest.raises(FileExistsError, match=r"holds a backbone pretrained with other settings \(seed: "):
+        pretrain(other, "second")  # e.g. the shipped methods/weights/tiny_backbone
+    assert (tmp_path / "bb" / "training_summary.json").read_text() == before and not (tmp_path / "run2").exists()

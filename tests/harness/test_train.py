@@ -147,3 +147,18 @@ def test_v_parameterisation_trains_and_round_trips(tmp_path, tiny_backbone_dir, 
 def test_weight_average_off_is_left_out_of_the_resume_settings_so_older_checkpoints_resume():
     assert "weight_ema" not in train_module.result_settings(TrainConfig())
     assert train_module.result_settings(TrainConfig(weight_ema=0.999))["weight_ema"] == 0.999
+
+
+def test_an_export_folder_of_other_settings_is_never_replaced(tmp_path, tiny_backbone_dir, private_cache):
+    method, cfg = _cfgs(tmp_path, tiny_backbone_dir, iterations=2, output=str(tmp_path / "o"),
+                        export=str(tmp_path / "e"))
+    train(method, cfg, "test")
+    weights = sorted((tmp_path / "e").rglob("*.safetensors"))[0].read_bytes()
+    other = TrainConfig(**{**cfg.__dict__, "lr": 1e-3, "output": str(tmp_path / "o2")})
+    refused = r"holds a checkpoint trained with other settings \(lr: 0.0005 -> 0.001\)"
+    with pytest.raises(FileExistsError, match=refused):
+        train(method, other, "test")  # e.g. a shipped checkpoint under methods/weights/
+    assert sorted((tmp_path / "e").rglob("*.safetensors"))[0].read_bytes() == weights
+    train(method, TrainConfig(**{**cfg.__dict__, "output": str(tmp_path / "o3")}), "test")  # the same: regenerates
+    with pytest.raises(ValueError, match="iterations=0: must be >= 1"):
+        train(method, TrainConfig(**{**cfg.__dict__, "iterations": 0, "export": str(tmp_path / "e0")}), "test")

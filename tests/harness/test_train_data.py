@@ -6,10 +6,11 @@ import pytest
 import torch
 
 from datasets.base import Dataset, DatasetSpec, Sample
+from datasets.training import TrainingSet
 from harness.train_data import DatasetBatches, dataset_batches, method_train_settings, parse_mix, preset_settings
 
 
-class Ramps(Dataset):
+class Ramps(TrainingSet, Dataset):
     """Left-to-right ramps: RGB brightens and depth grows to the right; normals all (0.6, 0, 0.8). Sizes vary."""
 
     spec = DatasetSpec(task="depth")
@@ -155,3 +156,37 @@ def test_each_process_encodes_only_its_rows_of_the_same_global_batch():
     assert CountingModel.encoded == 2 * 4  # image and map latents of 2 rows, twice
     for part, joined in zip(zip(*halves), whole):
         assert torch.equal(torch.cat(part), joined)
+
+
+@pytest.mark.parametrize("names", ["synthetic", "hypersim,nyuv2", "ibims"])
+def test_evaluation_datasets_are_refused_for_training(names):
+    from harness.train_data import dataset_batches
+
+    with pytest.raises(ValueError, match="evaluation datasets .* cannot be trained on"):
+        dataset_batches(names, "", "depth", model=None)
+
+
+def test_training_roots_come_from_data_root_and_a_missing_one_says_how_train_takes_it(tmp_path, monkeypatch):
+    import sys
+    from pathlib import Path
+
+    from datasets.roots import MissingRootError
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "datasets"))
+    from training_fixtures import write_hypersim
+
+    monkeypatch.delenv("HARNESS_DATA_HYPERSIM", raising=False)
+    monkeypatch.setenv("HARNESS_DATA_CONFIG", str(tmp_path / "none.conf"))
+    with pytest.raises(MissingRootError, match=r"training needs every dataset it names(.|\n)*--data-root hypersim="):
+        dataset_batches("hypersim", "", "depth", FakeModel())
+    write_hypersim(tmp_path / "hs", count=2, height=48, width=64)
+    source = dataset_batches("hypersim", "", "depth", FakeModel(), data_roots={"hypersim": str(tmp_path / "hs")})
+    assert source.describe() == {"hypersim": {"samples": 2, "probability": 1.0}}
+
+
+def test_train_refuses_a_data_root_without_the_datasets_it_belongs_to(tmp_path, capsys):
+    from harness.cli import main
+
+    code = main(["train", "--data-root", f"hypersim={tmp_path}", "--set", f"output={tmp_path / 'o'}"])
+    assert code == 2 and "name the set with --datasets too" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

@@ -110,3 +110,13 @@ def test_from_scratch_variant_has_the_same_shape_but_other_weights(tiny_backbone
     a, b = tuned.unet.state_dict(), scratch.unet.state_dict()
     assert a.keys() == b.keys()
     assert not torch.equal(a["down_blocks.0.resnets.0.conv1.weight"], b["down_blocks.0.resnets.0.conv1.weight"])
+
+
+@pytest.mark.parametrize("settings, message", [({"top_t_fraction": 2.0}, "top_t_fraction=2.0"),
+                                               ({"lambda_ic": -1.0}, "lambda_ic=-1.0"),
+                                               ({"default_steps": 0}, "default_steps=0")])
+def test_settings_out_of_range_are_refused(settings, message):
+    from methods.dpbridge import DPBridgeConfig
+
+    with pytest.raises(ValueError, match=f"out of range: {message}"):
+        DPBridgeConfig(**settings)
