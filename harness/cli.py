@@ -145,9 +145,16 @@ def cmd_latency(args) -> int:
 def cmd_train(args) -> int:
     command = "python -m harness " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     if args.method == "train_mean":
-        from harness.train_mean import fit_train_mean
+        from harness.train_mean import fit_train_mean, train_mean_settings
 
-        print(json.dumps(fit_train_mean(args.task, command=command), indent=2))
+        ignored = [flag for flag, value in (("--variant", args.variant), ("--method-set", args.method_set),
+                                            ("--backbone", args.backbone), ("--datasets", args.datasets),
+                                            ("--data-root", args.data_root)) if value]
+        if ignored:
+            raise ValueError(f"train_mean takes none of {', '.join(ignored)} (it averages the tiny world's train "
+                             f"maps); its settings: --set pool_count=N, seed=S, export=FILE")
+        summary = fit_train_mean(args.task, command=command, **train_mean_settings(args.set))
+        print(json.dumps(summary, indent=2))
         return 0
     from harness.train import TrainConfig, train
 
