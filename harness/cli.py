@@ -223,17 +223,29 @@ def cmd_diagnose(args) -> int:
 
     from harness.diagnose import DiagnoseConfig, diagnose
 
+    if args.output:  # checked before the work, not after it
+        _check_new_output(args.output, args.overwrite)
     cfg = DiagnoseConfig(task=args.task, checkpoint=args.checkpoint, split=args.split, count=args.count,
-                         steps=tuple(int(s) for s in _csv(args.steps)), ensemble=args.ensemble, eta=args.eta,
-                         seed=args.seed)
+                         steps=_ints(args.steps, "--steps"), ensemble=args.ensemble, eta=args.eta, seed=args.seed)
     table = pd.DataFrame(diagnose(cfg))
     shown = ["kind", "t", "steps", "members", "latent_mse", "ratio_to_first_estimate"]
     print(tabulate(table[shown], headers="keys", tablefmt="github", showindex=False, floatfmt=".4g"))
     print(f"checkpoint {table.checkpoint[0]} ({table.weights_fingerprint[0]}), {cfg.split} scenes 0..{cfg.count - 1}, "
           f"eta {cfg.eta}, seed {cfg.seed}")
     if args.output:
-        table.to_csv(args.output, index=False)
+        from harness.runio import atomic_write_text
+
+        atomic_write_text(Path(args.output), table.to_csv(index=False))
+        print(f"rows: {args.output}")
     return 0
+
+
+def _check_new_output(path: str, overwrite: bool) -> None:
+    """A file a command is about to write: its folder exists, and it is new unless ``overwrite``."""
+    if not Path(path).parent.is_dir():
+        raise FileNotFoundError(f"--output {path}: folder {Path(path).parent} does not exist; create it first")
+    if Path(path).exists() and not overwrite:
+        raise FileExistsError(f"{path} exists; pass --overwrite to replace it or choose another --output")
 
 
 def cmd_compare(args) -> int:
@@ -241,8 +253,8 @@ def cmd_compare(args) -> int:
 
     from harness.compare import compare
 
-    if args.output and os.path.exists(args.output) and not args.overwrite:
-        raise FileExistsError(f"{args.output} exists; pass --overwrite to replace it or choose another --output")
+    if args.output:
+        _check_new_output(args.output, args.overwrite)
     table = compare(args.run_a, args.run_b, args.method_a, args.method_b)
     print(tabulate(table, headers="keys", tablefmt="github", showindex=False, floatfmt=".4g"))
     if args.output:

@@ -143,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     dg.add_argument("--eta", type=float, default=0.0)
     dg.add_argument("--seed", type=int, default=0)
     dg.add_argument("--output", help="also write the rows as CSV here")
+    dg.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
 
     c = sub.add_parser("compare", help="paired differences between two runs (B - A) with bootstrap intervals")
     c.add_argument("run_a")

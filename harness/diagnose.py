@@ -74,6 +74,7 @@ def scene_generators(seed: int, count: int) -> list[torch.Generator]:
 def diagnose(cfg: DiagnoseConfig) -> list[dict]:
     """Rows {kind, t, steps, members, latent_mse, ratio_to_first_estimate, settings}; the ratio is to the
     posterior-mean MSE at the largest t (the estimate the sampler's first step makes from the image)."""
+    from harness.registry import load_entries
     from methods.backbones import WEIGHTS_DIR
     from methods.dpbridge import load_checkpoint
     from methods.fingerprint import weights_fingerprint
@@ -81,7 +82,12 @@ def diagnose(cfg: DiagnoseConfig) -> list[dict]:
     if cfg.count < 1 or cfg.ensemble < 1 or not cfg.steps or not cfg.times:
         raise ValueError("diagnose needs count >= 1, ensemble >= 1 and at least one step count and one time")
     folder = Path(cfg.checkpoint) if cfg.checkpoint else WEIGHTS_DIR / f"dpbridge_tiny_{cfg.task}"
-    model = load_checkpoint(folder).eval()
+    load_entries()  # every trainable registered, so another method's folder is named as such
+    try:
+        model = load_checkpoint(folder).eval()
+    except ValueError as err:
+        raise ValueError(f"{err}: diagnose measures DPBridge checkpoints (bridge posterior means); pass a "
+                         f"dpbridge folder, e.g. {WEIGHTS_DIR / f'dpbridge_tiny_{cfg.task}'}") from err
     if model.cfg.task != cfg.task:
         raise ValueError(f"checkpoint {folder} was trained for {model.cfg.task}, not {cfg.task}")
     for steps in cfg.steps:

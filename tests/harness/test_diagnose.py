@@ -41,3 +41,18 @@ def test_cli_writes_csv_and_refuses_a_checkpoint_of_the_other_task(tmp_path, cap
     assert main(["diagnose", "--task", "depth", "--checkpoint", str(WEIGHTS_DIR / "dpbridge_tiny_normals"),
                  "--count", "2"]) == 2
     assert "trained for normals, not depth" in capsys.readouterr().err
+    assert main(["diagnose", "--count", "2", "--output", str(out)]) == 2  # never replaced unasked
+    assert "exists; pass --overwrite" in capsys.readouterr().err and pd.read_csv(out).equals(table)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--steps", "1,abc"], "--steps takes comma-separated integers, got '1,abc'"),
+    (["--checkpoint", str(WEIGHTS_DIR / "bbdm_tiny_depth")], "is a bbdm checkpoint, not dpbridge: diagnose measures"),
+    (["--output", "no_such_folder/d.csv"], "folder no_such_folder does not exist"),
+])
+def test_cli_names_what_is_wrong_before_any_work(argv, message, capsys, monkeypatch):
+    import harness.diagnose as diagnose_module
+
+    monkeypatch.setattr(diagnose_module, "scene_latents", None)  # any work would fail on this instead
+    assert main(["diagnose", "--count", "2", *argv]) == 2
+    assert message in capsys.readouterr().err
