@@ -18,7 +18,7 @@ from typing import Optional
 
 import pandas as pd
 
-from harness.claims import claims, claims_markdown
+from harness.claims import claims, claims_markdown, dan_caveats
 from harness.distributed import processes
 from harness.run import RESULTS_DIR, RunConfig, run
 from harness.runio import atomic_write_text
@@ -189,7 +189,7 @@ def ablate(cfg: AblateConfig, output: Optional[str] = None, train_missing: bool 
     atomic_write_text(folder / "table3.md", render_markdown(table))
     found, skipped = claims(folder, cfg.steps)
     atomic_write_text(folder / "claims.csv", found.to_csv(index=False))
-    atomic_write_text(folder / "claims.md", claims_markdown(found, skipped))
+    atomic_write_text(folder / "claims.md", claims_markdown(found, skipped, dan_caveats(folder, cfg.steps)))
     return folder, table
 
 

@@ -6,6 +6,7 @@ A claim whose rows were not evaluated is left out (and said so), never guessed.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -31,6 +32,28 @@ CLAIM_METRICS = ("abs_rel", "delta1")
 
 CLAIM_COLUMNS = ("steps", "claim", "row_a", "row_b", "dataset", "metric", "a", "b", "b_minus_a", "ci_low", "ci_high",
                  "b_better", "distinguishable")
+
+
+V_OUTPUT_DAN_CAVEAT = (
+    "caveat: rows {rows} output v, which is turned into eps in the DAN-A frame in every row (methods/bridge.py "
+    "eps_from_v), so their DAN claims compare the UNet's x_t input only, not the paper's DAN under an eps output "
+    "(retrain the rows with --method-set parameterization=eps for that)")
+
+
+def parameterizations(run: Path) -> set:
+    """The output parameterisations of a run folder's trained methods (from its manifest; empty if none)."""
+    path = run / "manifest.json"
+    if not path.is_file():
+        return set()
+    methods = json.loads(path.read_text()).get("methods", {})
+    return {m.get("method_config", {}).get("parameterization") for m in methods.values()} - {None}
+
+
+def dan_caveats(folder: Path, steps: tuple[int, ...]) -> list[str]:
+    """A note when a DAN claim's rows output v (their DAN ablation changes the input only)."""
+    dan_rows = sorted({r for a, b, q in CLAIMS if "DAN" in q for r in (a, b)})
+    v_rows = [r for r in dan_rows if any("v" in parameterizations(folder / f"steps{n}" / r) for n in steps)]
+    return [V_OUTPUT_DAN_CAVEAT.format(rows=", ".join(v_rows))] if v_rows else []
 
 
 def claims(folder: Path, steps: tuple[int, ...]) -> tuple[pd.DataFrame, list[str]]:
@@ -59,7 +82,7 @@ def verdict(row) -> str:
     return "yes" if row.b_better else "no, the opposite"
 
 
-def claims_markdown(table: pd.DataFrame, skipped: list[str]) -> str:
+def claims_markdown(table: pd.DataFrame, skipped: list[str], caveats: tuple[str, ...] = ()) -> str:
     """One line per (steps, claim): AbsRel and delta1 of both rows (x100), B - A with its paired interval."""
     lines = ["| steps | claim (A -> B) | AbsRel ×100 A / B | B - A [95%] | δ1 ×100 A / B | B - A [95%] | holds? |",
              "|---|---|---|---|---|---|---|"]
@@ -72,5 +95,5 @@ def claims_markdown(table: pd.DataFrame, skipped: list[str]) -> str:
         holds = verdict(ab) if verdict(ab) == verdict(d1) else f"AbsRel: {verdict(ab)}; δ1: {verdict(d1)}"
         lines.append(f"| {n} | {claim} ({ab.row_a} -> {ab.row_b}) | {100 * ab.a:.1f} / {100 * ab.b:.1f} | {fmt(ab)} | "
                      f"{100 * d1.a:.1f} / {100 * d1.b:.1f} | {fmt(d1)} | {holds} |")
-    notes = "".join(f"\n- not measured: {s}" for s in skipped)
+    notes = "".join(f"\n- not measured: {s}" for s in skipped) + "".join(f"\n- {c}" for c in caveats)
     return "\n".join(lines) + "\n" + notes + ("\n" if notes else "")

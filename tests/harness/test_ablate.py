@@ -49,6 +49,7 @@ def test_train_then_table3_with_design_columns(weights, tmp_path):
     assert ((claims.ci_low <= claims.b_minus_a) & (claims.b_minus_a <= claims.ci_high)).all()
     text = (folder / "claims.md").read_text()
     assert "| 2 | DPBridge beats I2SB" in text and "not measured: DAN helps, with image consistency" in text
+    assert "caveat: rows ft, full output v" in text  # their DAN claims test the UNet's input only
     # a second call trains nothing and reads the finished runs: the same table
     before = (folder / "table3.csv").read_text()
     ablate(CFG, "out", progress=False)
@@ -115,3 +116,16 @@ def test_a_grid_without_a_pair_to_compare_still_writes_its_claims_file():
     skipped = ["DAN helps at 1 steps: rows ft / full not evaluated"]
     text = claims_markdown(pd.DataFrame(columns=list(CLAIM_COLUMNS)), skipped)
     assert text.startswith("| steps | claim") and "not measured: DAN helps" in text
+
+
+def test_the_dan_caveat_follows_the_rows_parameterisation(tmp_path):
+    from harness.claims import dan_caveats
+
+    for row, parameterization in (("full", "eps"), ("ft_ic", "eps"), ("i2sb", "v")):
+        (tmp_path / "steps10" / row).mkdir(parents=True)
+        manifest = {"methods": {"m__synthetic": {"method_config": {"parameterization": parameterization}}}}
+        (tmp_path / "steps10" / row / "manifest.json").write_text(json.dumps(manifest))
+    assert dan_caveats(tmp_path, (10,)) == []  # eps rows (i2sb is not a DAN row)
+    manifest["methods"]["m__synthetic"]["method_config"]["parameterization"] = "v"
+    (tmp_path / "steps10" / "ft_ic" / "manifest.json").write_text(json.dumps(manifest))
+    assert dan_caveats(tmp_path, (10,)) == [dan_caveats.__globals__["V_OUTPUT_DAN_CAVEAT"].format(rows="ft_ic")]
