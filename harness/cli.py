@@ -142,6 +142,21 @@ def cmd_latency(args) -> int:
     return 0
 
 
+def train_configs(args):
+    """(method config, TrainConfig) of parsed `train` arguments: the method's preset, --set on top, and a variant's
+    shipped export folder unless --set export= names another."""
+    from harness.train import TrainConfig
+    from harness.train_data import method_train_settings
+
+    method_cfg, export = trained_method_config(args.method, args.task, args.variant, args.method_set, args.backbone)
+    settings = {**method_train_settings(args.method, args.datasets), **typed_settings(args.set, TrainConfig)}
+    if export and "export" not in settings:
+        settings["export"] = str(export)
+        if args.variant:
+            settings.setdefault("output", f"cache/train/ablation/{args.variant}")
+    return method_cfg, TrainConfig(**settings)
+
+
 def cmd_train(args) -> int:
     command = "python -m harness " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     if args.method == "train_mean":
@@ -156,22 +171,14 @@ def cmd_train(args) -> int:
         summary = fit_train_mean(args.task, command=command, **train_mean_settings(args.set))
         print(json.dumps(summary, indent=2))
         return 0
-    from harness.train import TrainConfig, train
-
-    from harness.train_data import method_train_settings
-
-    method_cfg, export = trained_method_config(args.method, args.task, args.variant, args.method_set, args.backbone)
-    settings = {**method_train_settings(args.method, args.datasets), **typed_settings(args.set, TrainConfig)}
-    if export and "export" not in settings:
-        settings["export"] = str(export)
-        if args.variant:
-            settings.setdefault("output", f"cache/train/ablation/{args.variant}")
     from datasets.roots import parse_pairs
+    from harness.train import train
 
+    method_cfg, train_cfg = train_configs(args)
     roots = parse_pairs(args.data_root, "--data-root")
-    if roots and not settings.get("datasets"):
+    if roots and not train_cfg.datasets:
         raise ValueError("--data-root names a training set's folder: name the set with --datasets too")
-    summary = train(method_cfg, TrainConfig(**settings), command, method_name=args.method, data_roots=roots)
+    summary = train(method_cfg, train_cfg, command, method_name=args.method, data_roots=roots)
     print(json.dumps(summary["final_loss_ema"]))
     if "stopped_at" in summary:
         print(f"stopped after {summary['stopped_at']} of {summary['train_config']['iterations']} iterations (stop_at); "

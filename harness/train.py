@@ -30,7 +30,7 @@ from harness.runio import keep_jsonl_rows
 from harness.weight_ema import WeightEMA
 from methods.backbones import TINY_IMAGE_SIZE, WEIGHTS_DIR, save_module_fp16
 from harness.registry import load_entries
-from methods.latent import TRAINABLE, save_config
+from methods.latent import TRAINABLE, config_from_dict, save_config
 
 
 @dataclass(frozen=True)
@@ -104,9 +104,11 @@ def check_budget(cfg: TrainConfig) -> None:
             raise ValueError(f"--set {key}={getattr(cfg, key)}: must be >= 1")
 
 
-def check_export(folder: Path, method_config: dict, train_settings: dict) -> None:
+def check_export(folder: Path, method_cfg, train_settings: dict) -> None:
     """Refuse to replace a checkpoint trained with other settings (e.g. a shipped one under methods/weights/): the
-    same settings again regenerate it, anything else must be exported elsewhere (``--set export=DIR``)."""
+    same settings again regenerate it, anything else must be exported elsewhere (``--set export=DIR``). The
+    recorded method config is read as a config, so a field added later (its default keeps the old behaviour)
+    counts as unchanged."""
     summary_path = folder / "training_summary.json"
     if not summary_path.is_file():
         if folder.is_dir() and any(folder.iterdir()):
@@ -114,7 +116,12 @@ def check_export(folder: Path, method_config: dict, train_settings: dict) -> Non
                                   f"--set export=DIR or move that folder away")
         return
     recorded = json.loads(summary_path.read_text())
-    before = {**{f"method.{k}": v for k, v in recorded.get("method_config", {}).items()},
+    try:
+        recorded_method = asdict(config_from_dict(type(method_cfg), recorded.get("method_config", {}), "recorded"))
+    except (TypeError, ValueError):  # another method's config: every key differs
+        recorded_method = recorded.get("method_config", {})
+    method_config = asdict(method_cfg)
+    before = {**{f"method.{k}": v for k, v in recorded_method.items()},
               **{k: v for k, v in recorded.get("train_config", {}).items() if k in train_settings}}
     now = {**{f"method.{k}": v for k, v in method_config.items()}, **train_settings}
     change = settings_change(json.loads(json.dumps(before)), json.loads(json.dumps(now)))
@@ -221,6 +228,7 @@ def train(method_cfg, cfg: TrainConfig, command: str, method_name: str = "dpbrid
     folder of the training adapters in ``cfg.datasets`` (`--data-root`; paths, so not a result setting)."""
     check_budget(cfg)
     export_folder = Path(cfg.export or WEIGHTS_DIR / f"{method_name}_{method_cfg.task}")
+    check_export(export_folder, method_cfg, result_settings(cfg))  # before the pool is rendered
     out = Path(cfg.output or Path("cache") / "train" / f"{method_name}_{method_cfg.task}")
     out.mkdir(parents=True, exist_ok=True)
     accelerator = joined_accelerator(cfg)
@@ -254,7 +262,6 @@ def train(method_cfg, cfg: TrainConfig, command: str, method_name: str = "dpbrid
         start = state["iteration"]
         resumed_ema = state.get("loss_ema_per_process")
     same_start(accelerator, start, out)
-    check_export(export_folder, asdict(method_cfg), result_settings(cfg))  # before any training
     log_path = out / "training_log.jsonl"
     if start == 0 and accelerator.is_main_process:
         log_path.write_text("")

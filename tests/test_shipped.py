@@ -58,3 +58,29 @@ def test_shipped_weights_are_recorded_by_their_path_in_the_repository(tmp_path):
     assert build_method("train_mean", "depth", RunOptions()).describe()["checkpoint"] == \
         "methods/weights/train_mean_depth.safetensors"
     assert recorded_path(tmp_path / "elsewhere") == str((tmp_path / "elsewhere").resolve())
+
+
+TRAINED = sorted(p.parent.relative_to(WEIGHTS_DIR).as_posix() for p in WEIGHTS_DIR.rglob("training_summary.json")
+                 if json.loads(p.read_text())["command"].startswith("python -m harness train "))
+
+
+@pytest.mark.parametrize("name", TRAINED)
+def test_the_recorded_command_would_regenerate_the_folder_not_be_refused(name):
+    """train refuses to replace a checkpoint trained with other settings: its own command must pass that check."""
+    import shlex
+    from pathlib import Path
+
+    from harness.cli import build_parser, train_configs
+    from harness.train import check_export, result_settings
+
+    folder = WEIGHTS_DIR / name
+    argv = shlex.split(json.loads((folder / "training_summary.json").read_text())["command"])[3:]
+    kept = [a for i, a in enumerate(argv) if not (a.startswith(("output=", "export=")) or
+                                                  (a == "--set" and argv[i + 1].startswith(("output=", "export="))))]
+    args = build_parser().parse_args(kept)
+    method_cfg, cfg = train_configs(args)
+    check_export(folder, method_cfg, result_settings(cfg))
+    with pytest.raises(FileExistsError, match="trained with other settings"):
+        check_export(folder, method_cfg, {**result_settings(cfg), "seed": result_settings(cfg)["seed"] + 1})
+    export = Path(cfg.export) if cfg.export else WEIGHTS_DIR / f"{args.method}_{method_cfg.task}"
+    assert export.resolve() == folder.resolve()  # and it is this folder the command writes
