@@ -104,11 +104,20 @@ def check_budget(cfg: TrainConfig) -> None:
             raise ValueError(f"--set {key}={getattr(cfg, key)}: must be >= 1")
 
 
+def method_config_change(recorded: dict, method_cfg) -> str:
+    """What differs between a recorded method config and ``method_cfg`` ("" if nothing), keys as ``method.KEY``. The
+    record is read as a config, so a field added later (its default keeps the old behaviour) counts as unchanged."""
+    try:
+        recorded = asdict(config_from_dict(type(method_cfg), recorded, "recorded"))
+    except (TypeError, ValueError):  # another method's config: compared key by key
+        pass
+    before, now = ({f"method.{k}": v for k, v in c.items()} for c in (recorded, asdict(method_cfg)))
+    return settings_change(json.loads(json.dumps(before)), json.loads(json.dumps(now)))
+
+
 def check_export(folder: Path, method_cfg, train_settings: dict) -> None:
     """Refuse to replace a checkpoint trained with other settings (e.g. a shipped one under methods/weights/): the
-    same settings again regenerate it, anything else must be exported elsewhere (``--set export=DIR``). The
-    recorded method config is read as a config, so a field added later (its default keeps the old behaviour)
-    counts as unchanged."""
+    same settings again regenerate it, anything else must be exported elsewhere (``--set export=DIR``)."""
     summary_path = folder / "training_summary.json"
     if not summary_path.is_file():
         if folder.is_dir() and any(folder.iterdir()):
@@ -116,25 +125,21 @@ def check_export(folder: Path, method_cfg, train_settings: dict) -> None:
                                   f"--set export=DIR or move that folder away")
         return
     recorded = json.loads(summary_path.read_text())
-    try:
-        recorded_method = asdict(config_from_dict(type(method_cfg), recorded.get("method_config", {}), "recorded"))
-    except (TypeError, ValueError):  # another method's config: every key differs
-        recorded_method = recorded.get("method_config", {})
-    method_config = asdict(method_cfg)
-    before = {**{f"method.{k}": v for k, v in recorded_method.items()},
-              **{k: v for k, v in recorded.get("train_config", {}).items() if k in train_settings}}
-    now = {**{f"method.{k}": v for k, v in method_config.items()}, **train_settings}
-    change = settings_change(json.loads(json.dumps(before)), json.loads(json.dumps(now)))
+    change = ", ".join(c for c in (
+        method_config_change(recorded.get("method_config", {}), method_cfg),
+        settings_change({k: v for k, v in recorded.get("train_config", {}).items() if k in train_settings},
+                        json.loads(json.dumps(train_settings)))) if c)
     if change:
         raise FileExistsError(f"{folder} holds a checkpoint trained with other settings ({change}); export this one "
                               f"elsewhere with --set export=DIR (or move that folder away to replace it)")
 
 
-def _check_resume(out: Path, state: dict, method_config: dict, train_settings: dict) -> None:
+def _check_resume(out: Path, state: dict, method_cfg, train_settings: dict) -> None:
     """Refuse to continue a checkpoint under other settings (it would end as no uninterrupted run would)."""
-    if state.get("method_config") != method_config:
-        raise ValueError(f"{out}/checkpoint was trained with another method config ({state.get('method_config')});"
-                         f" resume with the same settings or choose another --set output=DIR")
+    change = method_config_change(state.get("method_config", {}), method_cfg)
+    if change:
+        raise ValueError(f"{out}/checkpoint was trained with another method config ({change}); resume with the same "
+                         f"settings or choose another --set output=DIR")
     change = settings_change(state.get("train_config", train_settings), train_settings)  # older: unrecorded
     if change:
         raise ValueError(f"{out}/checkpoint was trained with other training settings ({change}); resume with the "
@@ -257,7 +262,7 @@ def train(method_cfg, cfg: TrainConfig, command: str, method_name: str = "dpbrid
     start, resumed_ema = 0, None
     if (out / "checkpoint" / "iteration.json").is_file():
         state = json.loads((out / "checkpoint" / "iteration.json").read_text())
-        _check_resume(out, state, asdict(method_cfg), result_settings(cfg))
+        _check_resume(out, state, method_cfg, result_settings(cfg))
         accelerator.load_state(str(out / "checkpoint"))
         start = state["iteration"]
         resumed_ema = state.get("loss_ema_per_process")

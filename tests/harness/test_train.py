@@ -129,7 +129,7 @@ def test_resuming_with_other_settings_is_refused(tmp_path, tiny_backbone_dir, pr
                         export=str(tmp_path / "e"))
     train(method, cfg, "test")
     other = DPBridgeConfig(task="normals", backbone=str(tiny_backbone_dir), dan="B")
-    with pytest.raises(ValueError, match="another method config"):
+    with pytest.raises(ValueError, match=r"another method config \(method.dan: 'A' -> 'B'\); resume"):
         train(other, TrainConfig(**{**cfg.__dict__, "iterations": 4, "export": str(tmp_path / "e3")}), "test")
     with pytest.raises(ValueError, match=r"other training settings \(iterations: 2 -> 4, lr: 0.0005 -> 0.001\)"):
         train(method, TrainConfig(**{**cfg.__dict__, "iterations": 4, "lr": 1e-3, "export": str(tmp_path / "e3")}),
