@@ -27,8 +27,10 @@ def _buffer(data: bytes, name: str) -> np.ndarray:
 
 
 def rgb_image(data: bytes, name: str) -> np.ndarray:
-    """PNG/JPEG bytes -> uint8 [H,W,3] RGB (OpenCV decodes BGR; converted). Grey images are expanded to 3 channels."""
-    img = cv2.imdecode(_buffer(data, name), cv2.IMREAD_COLOR)
+    """PNG/JPEG bytes -> uint8 [H,W,3] RGB (OpenCV decodes BGR; converted). Grey images are expanded to 3 channels.
+    An EXIF orientation tag is ignored: ground truth is stored in the sensor's pixel order, and Marigold's PIL reader
+    ignores it too (a rotated RGB would be paired with GT reshaped to the wrong grid)."""
+    img = cv2.imdecode(_buffer(data, name), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
     if img is None:
         raise DecodeError(f"{name}: cannot decode as an image (PNG or JPEG expected); truncated or not an image")
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)  # 30x faster than copying img[:, :, ::-1]

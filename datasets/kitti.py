@@ -19,7 +19,7 @@ import numpy as np
 
 from datasets import decode
 from datasets.base import DatasetSpec, Sample
-from datasets.crops import KITTI_FRACTIONS, kb_crop, kitti_eval_mask, range_mask
+from datasets.crops import KB_HEIGHT, KB_WIDTH, KITTI_FRACTIONS, kb_crop, kb_crop_box, kitti_eval_mask, range_mask
 from datasets.native import NativeDataset
 from datasets.registry import register
 
@@ -75,10 +75,13 @@ class KITTI(NativeDataset):
         depth = np.divide(decode.png16(self.read(gt_path), self.where(gt_path)), np.float32(256.0), dtype=np.float32)
         if rgb.shape[:2] != depth.shape:
             raise decode.DecodeError(f"{self.where(gt_path)}: GT {depth.shape} and RGB {rgb.shape[:2]} differ in size")
+        frame = {"shape": list(depth.shape), "box": [*kb_crop_box(*depth.shape), KB_HEIGHT, KB_WIDTH]}
         rgb, depth = np.ascontiguousarray(kb_crop(rgb)), np.ascontiguousarray(kb_crop(depth))  # [352,1216]
         valid = range_mask(depth, self.spec.min_depth, self.spec.max_depth) & kitti_eval_mask(depth.shape,
                                                                                                self.eval_crop)
-        meta = {"focal": self._focal[sample_id]} if sample_id in self._focal else {}
+        meta = {"frame_crop": frame}  # a saved prediction of the whole frame is cropped as the GT was
+        if sample_id in self._focal:
+            meta["focal"] = self._focal[sample_id]
         return Sample(id=sample_id, rgb=rgb, depth=depth, valid=valid, meta=meta)
 
     def describe(self) -> dict:

@@ -262,9 +262,15 @@ def check_saved_predictions(pair: Pair, allow_missing: bool) -> tuple[str, ...]:
 
 
 def saved_prediction(pair: Pair, sample: Sample) -> np.ndarray:
-    """[C,h,w] float32 read from the prediction folder; refuses another aspect ratio than the GT's (transposed?)."""
+    """[C,h,w] float32 read from the prediction folder; refuses another aspect ratio than the GT's (transposed?).
+    A prediction of the whole frame of a sample whose GT is a crop of it (KITTI's KB crop: meta "frame_crop") is
+    cropped the same way, not resized onto the crop."""
     relpath = pair.dataset.prediction_relpath(sample.id)
     pred = pair.method.load(relpath)
+    frame = sample.meta.get("frame_crop")
+    if frame and list(pred.shape[1:]) == list(frame["shape"]):
+        top, left, height, width = frame["box"]
+        pred = pred[:, top:top + height, left:left + width]
     (h, w), (gh, gw) = pred.shape[1:], sample.valid.shape
     if abs(math.log((h * gw) / (w * gh))) > math.log(MAX_ASPECT_CHANGE):
         raise SavedPredictionError(f"sample {sample.id}: the saved prediction {pair.method.folder / relpath} is "

@@ -298,3 +298,21 @@ def test_eth3d_spec_makes_the_alignment_fit_on_the_thinned_grid():
     row = score_depth(pred[None], sample, spec, "least_squares")
     assert row["scale"] == pytest.approx(fit_scale_shift(pred, gt, sample.valid, (2, 3))[0], rel=1e-12)
     assert row["scale"] != pytest.approx(fit_scale_shift(pred, gt, sample.valid)[0], rel=1e-6)
+
+
+def test_an_exif_orientation_tag_does_not_rotate_the_rgb_away_from_its_gt():
+    import io
+
+    from PIL import Image
+
+    from datasets.decode import rgb_image
+
+    rows, cols = np.mgrid[0:40, 0:60]
+    pixels = np.stack([rows * 6, cols * 4, np.full_like(rows, 128)], -1).astype(np.uint8)  # smooth: JPEG keeps it
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to display", as cameras write for portrait shots
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "JPEG", quality=95, exif=exif)
+    decoded = rgb_image(buffer.getvalue(), "DSC_0001.JPG")
+    assert decoded.shape == (40, 60, 3)  # the sensor's grid, the GT's (OpenCV alone would give 60 x 40)
+    assert np.abs(decoded.astype(int) - pixels).mean() < 8  # JPEG rounding only

@@ -191,3 +191,29 @@ def test_a_transposed_prediction_names_the_sample(tmp_path):
                     dataset_args={"synthetic": {"height": 32, "width": 64}})
     with pytest.raises(ValueError, match="test/00001.*64x32 but the GT 32x64"):
         run(cfg, str(tmp_path / "r"), progress=False)
+
+
+def test_a_kitti_prediction_of_the_whole_frame_is_kb_cropped_as_the_gt(tmp_path):
+    import sys
+    from pathlib import Path
+
+    from datasets.crops import kb_crop
+    from datasets.kitti import KITTI
+    from harness.evaluate import Pair, saved_prediction
+    from methods.base import RunOptions
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "datasets"))
+    from depth_fixtures import write_kitti
+
+    _, listing = write_kitti(tmp_path / "d")
+    (tmp_path / "list.txt").write_text(listing)
+    ds = KITTI(tmp_path / "d", list_path=tmp_path / "list.txt", warn_list=False)
+    sample = ds.load(ds.ids()[0])
+    frame = np.random.default_rng(0).random((375, 1242), dtype=np.float32)  # a prediction of the raw frame
+    write(tmp_path / "p", ds, sample.id, frame)
+    write(tmp_path / "q", ds, sample.id, kb_crop(frame))  # the same, saved already cropped
+    for folder in ("p", "q"):
+        method = method_class(f"predictions:{tmp_path / folder}")("depth", RunOptions(
+            extra={"spec_argument": str(tmp_path / folder)}))
+        pred = saved_prediction(Pair(method, ds, tmp_path / "r", 0), sample)
+        assert pred.shape == (1, 352, 1216) and np.array_equal(pred[0], kb_crop(frame))  # cropped, not squashed
