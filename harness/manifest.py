@@ -78,6 +78,14 @@ def without_unset(settings: dict, added_later: tuple[str, ...]) -> dict:
     return {k: v for k, v in settings.items() if k not in added_later or v}
 
 
+def refuse_replacing(target, what: str, change: str, option: str) -> None:
+    """FileExistsError when ``change`` (a :func:`settings_change`) is not empty: ``target`` holds ``what`` (e.g. "a
+    checkpoint trained") with other settings, and ``option`` writes elsewhere instead."""
+    if change:
+        raise FileExistsError(f"{target} holds {what} with other settings ({change}); write this one elsewhere with "
+                              f"{option} (or move that away to replace it)")
+
+
 def settings_change(before: dict, now: dict) -> str:
     """The settings that differ, as "key: old -> new, ..." ("" when none do)."""
     changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 import harness.pool
-from harness.manifest import device_description, settings_change
+from harness.manifest import device_description, refuse_replacing, settings_change
 from harness.pool import encode_images, render_pool
 from harness.stage_checkpoint import StageCheckpoints, TrainingClock
 from harness.train import warmup_exponential
@@ -170,9 +170,7 @@ def check_export(folder: Path, settings: dict) -> None:
         return
     recorded = json.loads(path.read_text()).get("config", {})
     change = settings_change({k: v for k, v in recorded.items() if k in settings}, json.loads(json.dumps(settings)))
-    if change:
-        raise FileExistsError(f"{folder} holds a backbone pretrained with other settings ({change}); export this one "
-                              f"elsewhere with --set export=DIR (or move that folder away to replace it)")
+    refuse_replacing(folder, "a backbone pretrained", change, "--set export=DIR")
 
 
 def pretrain(cfg: PretrainConfig, command: str) -> dict:

@@ -24,7 +24,7 @@ from typing import Optional
 
 import torch
 
-from harness.manifest import device_description, settings_change, stable_seed, without_unset
+from harness.manifest import device_description, refuse_replacing, settings_change, stable_seed, without_unset
 from harness.pool import latent_pool, render_pool
 from harness.runio import keep_jsonl_rows
 from harness.weight_ema import WeightEMA
@@ -129,9 +129,7 @@ def check_export(folder: Path, method_cfg, train_settings: dict) -> None:
         method_config_change(recorded.get("method_config", {}), method_cfg),
         settings_change({k: v for k, v in recorded.get("train_config", {}).items() if k in train_settings},
                         json.loads(json.dumps(train_settings)))) if c)
-    if change:
-        raise FileExistsError(f"{folder} holds a checkpoint trained with other settings ({change}); export this one "
-                              f"elsewhere with --set export=DIR (or move that folder away to replace it)")
+    refuse_replacing(folder, "a checkpoint trained", change, "--set export=DIR")
 
 
 def _check_resume(out: Path, state: dict, method_cfg, train_settings: dict) -> None:

@@ -12,6 +12,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from harness.manifest import refuse_replacing, settings_change
 from harness.pool import render_pool
 from methods.backbones import TINY_IMAGE_SIZE
 from methods.targets import target_image
@@ -36,10 +37,9 @@ def _check_export(path: Path, summary: dict) -> None:
         return
     with safe_open(str(path), "pt") as f:
         recorded = json.loads((f.metadata() or {}).get("summary", "{}"))
-    differ = [f"{k}: {recorded.get(k)} -> {v}" for k, v in summary.items() if k != "command" and recorded.get(k) != v]
-    if differ:
-        raise FileExistsError(f"{path} holds a train_mean fitted with other settings ({', '.join(differ)}); write "
-                              f"this one elsewhere with --set export=FILE (or move that file away to replace it)")
+    settings = {k: v for k, v in summary.items() if k != "command"}
+    change = settings_change({k: recorded.get(k) for k in settings}, settings)
+    refuse_replacing(path, "a train_mean fitted", change, "--set export=FILE")
 
 
 def fit_train_mean(task: str, pool_count: int = 4000, seed: int = 0, command: str = "",
