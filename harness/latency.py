@@ -2,10 +2,12 @@
 
 For every method with sampling steps (any registered stochastic method: ``contract.stochastic`` and
 ``contract.default_steps``), every dataset of its task and every step count: the first ``count`` samples of the
-dataset (the same for every cell) are predicted in batches of ``batch_size`` after ``warmup`` untimed batches.
+dataset (the same for every cell) are predicted in batches of ``batch_size`` after ``warmup`` untimed batches (the
+rows record both as they ran: a cell of fewer samples has smaller batches and at most one warm-up per batch).
 Per-image latency = wall time of one batch (predict + copy to host, the device synchronised before and after) /
-its size; the table gives its median and 90th percentile over the timed batches, ms per step (median / steps),
-images per second, peak memory, and the accuracy the predictions reach (scored as `run` scores them).
+its size; the table gives its median and 90th percentile over the timed batches, ms per step (median / steps: it
+includes the per-image fixed cost of encoding and decoding, so the marginal cost of a step is the slope between
+two rows), images per second, peak memory, and the accuracy the predictions reach (scored as `run` scores them).
 
 CPU time: the process' CPU seconds per image over the same batches (all threads; on a shared CPU with
 OMP_NUM_THREADS=1 it is close to what the wall time would be on an idle machine).
@@ -63,6 +65,9 @@ class LatencyConfig:
 
 
 def check_config(cfg: LatencyConfig) -> None:
+    if not cfg.methods or not cfg.datasets:
+        raise ValueError(f"a latency study needs at least one method and one dataset (got --methods "
+                         f"{','.join(cfg.methods)!r}, --datasets {','.join(cfg.datasets)!r})")
     bad = [s for s in cfg.steps if int(s) < 1]
     if not cfg.steps or bad:
         raise ValueError(f"--steps must list step counts >= 1, got {list(cfg.steps)}")
@@ -102,7 +107,9 @@ def synchronize(device: str) -> None:
 
 def measure_cell(method, samples, size, cfg: LatencyConfig) -> tuple:
     """((per-image wall latencies, per-image process CPU seconds) of the timed batches, images per second, the
-    predictions of every sample, peak memory kind, peak MiB)."""
+    predictions of every sample, peak memory kind, peak MiB). Every batch is timed; the warm-up batches are the
+    first ``warmup`` of them, predicted once untimed before (so fewer samples than ``warmup`` batches warm up
+    fewer: ``effective_run`` says how many)."""
     batches = [samples[i:i + cfg.batch_size] for i in range(0, len(samples), cfg.batch_size)]
     inputs = [(prepare_batch(b, size).to(cfg.device), b) for b in batches]  # on the device before timing
 
@@ -143,9 +150,11 @@ def quality(method, dataset, samples, preds) -> tuple[str, float, float, float]:
 
 
 COLUMNS = ("method", "dataset", "task", "steps", "height", "width", "n_images", "n_batches", "batch_size",
-           "latency_median_ms", "latency_p90_ms", "ms_per_step", "images_per_s", "cpu_median_ms", "peak_memory_mib",
+           "warmup_batches", "latency_median_ms", "latency_p90_ms", "ms_per_step", "images_per_s", "cpu_median_ms", "peak_memory_mib",
            "peak_memory_kind", "metric", "value", "ci_low", "ci_high", "device", "dtype", "channels_last", "compile",
-           "bmm_attention", "measured_at")  # of latency.csv, one row per cell
+           "bmm_attention", "checkpoint", "weights_fingerprint", "torch_threads", "git_commit",
+           "measured_at")  # of latency.csv, one row per cell; batch_size and warmup_batches as they ran
+FEW_BATCHES = 5  # fewer timed batches than this: the p90 is close to the slowest batch, and the table says so
 CELLS_FILE = "cells.jsonl"  # one row per measured (method, dataset, steps) cell, appended as each finishes
 STUDY_CONFIG_FILE = "study_config.json"
 
@@ -168,11 +177,32 @@ def study_folder(cfg: LatencyConfig, output: Optional[str]) -> Path:
     return RESULTS_DIR / "latency" / f"latency-{key}-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%S')}"
 
 
-def measured_cells(folder: Path, cfg: LatencyConfig) -> dict[tuple, dict]:
-    """The cells an unfinished study in ``folder`` already measured, by (method, dataset, steps); refuses a folder
-    of another study (settings differ) or a finished one."""
+def effective_run(n_samples: int, cfg: LatencyConfig) -> tuple[int, int, int]:
+    """(batch size, timed batches, warm-up batches) as a cell of ``n_samples`` runs them: a batch holds at most
+    the cell's samples, and the warm-up repeats at most every batch."""
+    batch = min(cfg.batch_size, n_samples)
+    batches = -(-n_samples // batch)
+    return batch, batches, min(cfg.warmup, batches)
+
+
+def check_study_folder(folder: Path) -> None:
+    """Refuse a finished study, or a folder holding anything but an unfinished latency study (a run folder's
+    manifest.json would be replaced)."""
     if (folder / "latency.csv").exists():
         raise FileExistsError(f"{folder} already holds a latency study; choose another --output or move it away")
+    if folder.exists() and not folder.is_dir():
+        raise FileExistsError(f"--output {folder} is a file; choose a folder")
+    foreign = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+    if foreign and not (folder / STUDY_CONFIG_FILE).is_file():
+        raise FileExistsError(f"{folder} is not a latency study folder (it holds {', '.join(foreign[:4])}); a study "
+                              f"would write its manifest.json and tables there. Choose another --output")
+
+
+def measured_cells(folder: Path, cfg: LatencyConfig, built: dict[tuple, dict]) -> dict[tuple, dict]:
+    """The cells an unfinished study in ``folder`` already measured, by (method, dataset, steps); refuses a folder
+    of another study (settings differ), a finished one, or cells measured with other weights or another number
+    of torch threads than ``built`` ((method, task) -> its describe()) and this process have now."""
+    check_study_folder(folder)
     settings = json.loads(json.dumps(study_settings(cfg)))  # tuples as JSON lists
     config_path = folder / STUDY_CONFIG_FILE
     cells = read_jsonl(folder / CELLS_FILE)
@@ -181,8 +211,26 @@ def measured_cells(folder: Path, cfg: LatencyConfig) -> dict[tuple, dict]:
         if change:
             raise ValueError(f"{folder} holds an unfinished latency study with other settings ({change}); resume it "
                              f"with the same settings, or choose another --output")
+        check_cells_comparable(folder, cells, built)
+    folder.mkdir(parents=True, exist_ok=True)
     atomic_write_text(config_path, json.dumps(settings, indent=2) + "\n")
     return {(r["method"], r["dataset"], r["steps"]): r for r in cells}
+
+
+def check_cells_comparable(folder: Path, cells: list[dict], built: dict[tuple, dict]) -> None:
+    """Refuse to resume cells timed with another thread count, or whose method now loads other weights (cells
+    written before these fields were recorded cannot be checked and are kept)."""
+    threads = torch.get_num_threads()
+    for cell in cells:
+        now = built.get((cell["method"], cell["task"]), {}).get("weights_fingerprint")
+        before = cell.get("weights_fingerprint")
+        if now and before and now != before:
+            raise ValueError(f"{folder}: {cell['method']} was measured with other weights (weights_fingerprint "
+                             f"{before}, now {now}: a retrained or replaced checkpoint); choose another --output")
+        if cell.get("torch_threads") not in (None, threads):
+            raise ValueError(f"{folder}: its cells were timed with {cell['torch_threads']} torch threads, this "
+                             f"process has {threads}; resume with the same OMP_NUM_THREADS, or choose another "
+                             f"--output")
 
 
 def latency_study(cfg: LatencyConfig, output: Optional[str] = None, progress: bool = True,
@@ -196,9 +244,9 @@ def latency_study(cfg: LatencyConfig, output: Optional[str] = None, progress: bo
     if not processes().is_main:  # launched: timings come from one process on one device; the others stand aside
         return None, None
     datasets = [build_with_root(ds_name, roots) for ds_name in cfg.datasets]
-    check_step_counts(cfg, {d.spec.task for d in datasets})
+    built = check_step_counts(cfg, {d.spec.task for d in datasets})
     folder = study_folder(cfg, output)
-    done = measured_cells(folder, cfg)
+    done = measured_cells(folder, cfg, built)
     records = []
     for dataset in datasets:
         samples = None
@@ -225,16 +273,25 @@ def sampling_method(name: str, task: str, cfg: LatencyConfig):
     return method
 
 
-def check_step_counts(cfg: LatencyConfig, tasks: set[str]) -> None:
-    """Refuse, before any cell is measured, a method without sampling steps or a step count outside a method's
-    schedule (``use_steps`` says which). Each method is built once per task for this and let go, so a late step
-    count of a late method cannot stop a study half-way with cells it would then refuse to resume."""
+def check_step_counts(cfg: LatencyConfig, tasks: set[str]) -> dict[tuple, dict]:
+    """Refuse, before any cell is measured, a method that serves none of the datasets' tasks or has no sampling
+    steps, or a step count outside a method's schedule (``use_steps`` says which); returns (method, task) -> the
+    method's describe() (checkpoint, weights fingerprint). Each method is built once per task for this and let
+    go, so a late step count of a late method cannot stop a study half-way with cells it would then refuse to
+    resume."""
+    built = {}
     for name in cfg.methods:
-        for task in sorted(tasks & set(method_tasks(name))):
+        served = sorted(tasks & set(method_tasks(name)))
+        if not served:
+            raise ValueError(f"method {name} predicts {', '.join(sorted(method_tasks(name)))}, and none of --datasets "
+                             f"({', '.join(cfg.datasets)}) is such a benchmark; add one or drop the method")
+        for task in served:
             method = sampling_method(name, task, cfg)
             for steps in cfg.steps:
                 method.use_steps(int(steps))
+            built[(name, task)] = method.describe()
             del method
+    return built
 
 
 def measure_method(name, dataset, samples, steps_list: list[int], cfg: LatencyConfig, folder: Path,
@@ -251,7 +308,11 @@ def measure_method(name, dataset, samples, steps_list: list[int], cfg: LatencyCo
         lat, rate, preds, kind, mib = measure_cell(method, samples, size, cfg)
         metric, value, lo, hi = quality(method, dataset, samples, preds)
         row = cell_record(name, dataset, steps, size, lat, kind, mib, metric, value, lo, hi, rate, cfg)
-        row["n_images"] = len(samples)
+        batch, _, warmup = effective_run(len(samples), cfg)
+        info = method.describe()
+        row.update(n_images=len(samples), batch_size=batch, warmup_batches=warmup,
+                   checkpoint=info.get("checkpoint", "-"), weights_fingerprint=info.get("weights_fingerprint", "-"),
+                   torch_threads=torch.get_num_threads(), git_commit=mf.git_commit())
         row["measured_at"] = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         append_jsonl(folder / CELLS_FILE, [row])
         rows[steps] = row
@@ -264,14 +325,24 @@ def measure_method(name, dataset, samples, steps_list: list[int], cfg: LatencyCo
 def cell_record(name, dataset, steps, size, lat, kind, mib, metric, value, lo, hi, images_per_s, cfg) -> dict:
     ms, cpu_ms = (np.asarray(x) * 1000.0 for x in lat)  # per-image wall latency and CPU time of each timed batch
     return {"method": name, "dataset": dataset.name, "task": dataset.spec.task, "steps": steps,
-            "height": size[0], "width": size[1], "n_images": 0, "n_batches": len(ms),
-            "batch_size": cfg.batch_size,
+            "height": size[0], "width": size[1], "n_batches": len(ms),
             "latency_median_ms": float(np.median(ms)), "latency_p90_ms": float(np.percentile(ms, 90)),
             "ms_per_step": float(np.median(ms)) / steps, "images_per_s": images_per_s,
             "cpu_median_ms": float(np.median(cpu_ms)),
             "peak_memory_mib": mib, "peak_memory_kind": kind, "metric": metric, "value": value, "ci_low": lo,
             "ci_high": hi, "device": cfg.device, "dtype": cfg.dtype, "channels_last": cfg.channels_last,
             "compile": cfg.compile, "bmm_attention": cfg.bmm_attention}
+
+
+def as_run(table: pd.DataFrame, column: str):
+    """The value a column took in every cell, or the sorted list of its values where cells differ (cells from
+    before it was recorded left out; None when none recorded it)."""
+    values = sorted({int(v) for v in table[column].dropna()}) if column in table else []
+    return values[0] if len(values) == 1 else (values or None)
+
+
+def _text(value) -> str:
+    return ", ".join(map(str, value)) if isinstance(value, list) else "not recorded" if value is None else str(value)
 
 
 def write_outputs(folder: Path, cfg: LatencyConfig, table: pd.DataFrame, reused: int = 0) -> None:
@@ -282,7 +353,12 @@ def write_outputs(folder: Path, cfg: LatencyConfig, table: pd.DataFrame, reused:
     threads = torch.get_num_threads()
     record = {"config": asdict(cfg), "git_commit": mf.git_commit(), "packages": mf.package_versions(),
               "device": cfg.device, "device_name": mf.device_description(cfg.device), "dtype": cfg.dtype,
-              "batch_size": cfg.batch_size, "torch_threads": threads, "measured_by": "process 0 of "
+              "batch_size": as_run(table, "batch_size"), "batch_size_requested": cfg.batch_size,
+              "warmup_batches": as_run(table, "warmup_batches"), "images_per_cell": as_run(table, "n_images"),
+              "cells_git_commits": sorted({str(c) for c in table["git_commit"].dropna()}),
+              "checkpoints": sorted({f"{r.method}: {r.checkpoint} ({r.weights_fingerprint})"
+                                     for r in table.dropna(subset=["checkpoint"]).itertuples()}),
+              "torch_threads": threads, "measured_by": "process 0 of "
               f"{processes().world_size} (a launched study is timed by one process; the others do nothing)",
               "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "unset"),
               "load_average_1_5_15min_at_end": [round(x, 2) for x in os.getloadavg()], "cpu_count": os.cpu_count(),
@@ -296,10 +372,14 @@ def write_outputs(folder: Path, cfg: LatencyConfig, table: pd.DataFrame, reused:
         lines.append(f"| {r.method} | {r.dataset} | {r.steps} | {r.latency_median_ms:.1f} | {r.latency_p90_ms:.1f} "
                      f"| {r.ms_per_step:.2f} | {r.images_per_s:.1f} | {r.cpu_median_ms:.1f} | "
                      f"{r.peak_memory_mib:.0f} | {r.metric} {q} |")
-    setting = (f"device {cfg.device} ({record['device_name']}), dtype {cfg.dtype}, batch size {cfg.batch_size}, "
-               f"{threads} torch threads, {cfg.count} images per cell after {cfg.warmup} warm-up batch(es); peak "
-               f"memory: {', '.join(sorted(set(table['peak_memory_kind'])))}")
+    setting = (f"device {cfg.device} ({record['device_name']}), dtype {cfg.dtype}, batch size {_text(record['batch_size'])}, "
+               f"{threads} torch threads, {_text(record['images_per_cell'])} images per cell after "
+               f"{_text(record['warmup_batches'])} warm-up batch(es); peak memory: "
+               f"{', '.join(sorted(set(table['peak_memory_kind'])))}")
+    few = int(table["n_batches"].min()) if len(table) else 0
+    caution = (f"\n\np90 caution: {few} timed batch(es) per cell (fewer than {FEW_BATCHES}): the p90 is about the "
+               f"slowest batch; raise --count or lower --batch-size for a steadier tail" if few < FEW_BATCHES else "")
     atomic_write_text(folder / "latency.md", f"**Latency and quality against sampling steps** ({setting}; quality "
                       f"± = half-width of the bootstrap 95% interval; AbsRel ×100, normals in degrees)\n\n"
-                      + "\n".join(lines) + "\n")
+                      + "\n".join(lines) + caution + "\n")
     plot_latency(table, folder / "latency.png", setting)

@@ -187,3 +187,52 @@ def test_a_batch_too_large_stops_the_study_clearly_and_keeps_its_finished_cells(
         latency_study(cfg, str(folder), progress=False)
     kept = [json.loads(r) for r in (folder / "cells.jsonl").read_text().splitlines()]
     assert [c["steps"] for c in kept] == [1] and not (folder / "latency.csv").exists()
+
+
+def test_a_study_refuses_a_run_folder_and_keeps_its_manifest(tmp_path):
+    run_folder = tmp_path / "run"
+    run_folder.mkdir()
+    (run_folder / "manifest.json").write_text('{"config_key": "abc"}\n')
+    cfg = LatencyConfig(methods=("dpbridge_tiny",), datasets=("synthetic",), steps=(1,), count=1, warmup=0)
+    with pytest.raises(FileExistsError, match="not a latency study folder .*manifest.json"):
+        latency_study(cfg, str(run_folder), progress=False)
+    assert (run_folder / "manifest.json").read_text() == '{"config_key": "abc"}\n'
+    assert sorted(p.name for p in run_folder.iterdir()) == ["manifest.json"]
+
+
+@pytest.mark.parametrize("methods, datasets, refusal", [
+    (("dpbridge_tiny", "marigold_tiny"), ("synthetic_normals",), "marigold_tiny predicts depth, and none of"),
+    ((), ("synthetic",), "at least one method"), (("dpbridge_tiny",), (), "at least one method")])
+def test_a_study_refuses_methods_that_would_measure_nothing(tmp_path, methods, datasets, refusal):
+    cfg = LatencyConfig(methods=methods, datasets=datasets, steps=(1,), count=1, warmup=0)
+    with pytest.raises(ValueError, match=refusal):
+        latency_study(cfg, str(tmp_path / "lat"), progress=False)
+    assert not (tmp_path / "lat").exists()
+
+
+def test_rows_record_the_batch_and_warm_up_that_ran_and_the_weights(tmp_path):
+    cfg = LatencyConfig(methods=("dpbridge_tiny",), datasets=("synthetic",), steps=(1,), count=3, batch_size=8,
+                        warmup=4)
+    folder, table = latency_study(cfg, str(tmp_path / "lat"), progress=False)
+    row = table.iloc[0]
+    assert (row.batch_size, row.n_batches, row.warmup_batches, row.n_images) == (3, 1, 1, 3)
+    assert row.checkpoint == "methods/weights/dpbridge_tiny_depth" and "+" in row.weights_fingerprint
+    assert row.torch_threads >= 1 and row.git_commit
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert (manifest["batch_size"], manifest["batch_size_requested"], manifest["warmup_batches"]) == (3, 8, 1)
+    text = (folder / "latency.md").read_text()
+    assert "batch size 3," in text and "after 1 warm-up" in text and "p90 caution: 1 timed batch(es)" in text
+
+
+@pytest.mark.parametrize("field, value, refusal", [("weights_fingerprint", "0000+0000", "other weights"),
+                                                   ("torch_threads", 97, "timed with 97 torch threads")])
+def test_a_resumed_study_refuses_cells_of_other_weights_or_threads(tmp_path, field, value, refusal):
+    cfg = LatencyConfig(methods=("dpbridge_tiny",), datasets=("synthetic",), steps=(1, 2), count=1, warmup=0)
+    folder = tmp_path / "lat"
+    latency_study(cfg, str(folder), progress=False)
+    (folder / "latency.csv").unlink()  # as if killed before the end
+    cells = [json.loads(r) for r in (folder / "cells.jsonl").read_text().splitlines()]
+    (folder / "cells.jsonl").write_text(json.dumps({**cells[0], field: value}) + "\n")
+    with pytest.raises(ValueError, match=refusal):
+        latency_study(cfg, str(folder), progress=False)
+    assert len((folder / "cells.jsonl").read_text().splitlines()) == 1
