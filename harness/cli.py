@@ -97,6 +97,9 @@ def _levels(pairs) -> dict:
         name, sep, values = pair.partition("=")
         if not sep:
             raise ValueError(f"--levels takes NOISE=L1,L2 (e.g. gaussian=0.05,0.1), got {pair!r}")
+        if name.strip() in out:
+            raise ValueError(f"--levels names {name.strip()} twice; give all its levels in one option, e.g. "
+                             f"{name.strip()}=0.04,0.08")
         try:
             out[name.strip()] = tuple(float(v) for v in _csv(values))
         except ValueError:

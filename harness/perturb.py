@@ -77,7 +77,10 @@ def uniform(x: np.ndarray, c: float, rng: np.random.Generator) -> np.ndarray:
     return x + c * (2.0 * rng.random(x.shape) - 1.0)
 
 
-@register("poisson", "lam", (60.0, 25.0), 0.0, math.inf)
+POISSON_MAX_LAM = 1e9  # numpy's Poisson sampler refuses rates near 1e19; at 1e9 the noise is below 1e-4 of a grey level
+
+
+@register("poisson", "lam", (60.0, 25.0), 0.0, POISSON_MAX_LAM)
 def poisson(x: np.ndarray, lam: float, rng: np.random.Generator) -> np.ndarray:
     """Shot noise Poisson(x lam) / lam per pixel and channel (smaller lam = noisier)."""
     return rng.poisson(x * lam) / lam
@@ -130,6 +133,11 @@ class Condition:
         """Filesystem-safe key of this condition's cached predictions, e.g. ``gaussian-0.04``."""
         return f"{self.name}-{self.level:.6g}"
 
+    @property
+    def table_label(self) -> str:
+        """How Table 4 prints the level, e.g. ``sigma=0.04`` (4 significant digits)."""
+        return f"{perturbation(self.name).parameter}={self.level:.4g}"
+
     def apply(self, rgb: np.ndarray, sample_id: str, seed: int) -> np.ndarray:
         return perturb(rgb, self.name, self.level, noise_seed(seed, self.name, sample_id))
 
@@ -164,7 +172,8 @@ def conditions(noise: Iterable[str], levels: Optional[dict[str, Iterable[float]]
         if not chosen:
             raise ValueError(f"no levels given for noise {name!r}")
         out += [Condition(name, v) for v in dict.fromkeys(chosen)]
-    labels = [c.label for c in out]
-    if len(set(labels)) < len(labels):
-        raise ValueError(f"levels too close to tell apart at 6 significant digits: {labels}")
+    for kind, digits in (("label", 6), ("table_label", 4)):  # the cache folders' names, then Table 4's rows
+        labels = [getattr(c, kind) for c in out]
+        if len(set(labels)) < len(labels):
+            raise ValueError(f"levels too close to tell apart at {digits} significant digits: {labels}")
     return out

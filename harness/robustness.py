@@ -24,7 +24,7 @@ import pandas as pd
 
 from harness.distributed import gather
 from harness.evaluate import evaluate_pairs
-from harness.perturb import Condition, perturbation
+from harness.perturb import Condition
 from harness.run import RunConfig, build_plan, claim_folder, manifest_record, output_folder, summarize_run
 from harness.runio import atomic_write_text
 from harness.tables import format_cell, header
@@ -107,9 +107,7 @@ def record_conditions(folder: Path, conditions: list[Condition], seed: int) -> N
 
 
 def level_label(noise: str, level: float) -> str:
-    if noise == "none":
-        return "clean"
-    return f"{perturbation(noise).parameter}={level:.4g}"
+    return "clean" if noise == "none" else Condition(noise, level).table_label
 
 
 def _rows(summary: pd.DataFrame, conditions: list[Condition]):

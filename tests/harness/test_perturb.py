@@ -91,6 +91,19 @@ def test_unknown_names_and_levels_fail_clearly():
         perturb(image().astype(np.int32), "gaussian", 0.1, 0)
 
 
+def test_the_largest_poisson_rate_accepted_is_one_numpy_can_draw():
+    with pytest.raises(ValueError, match=r"lam must lie in \(0, 1e\+09\]"):
+        conditions(["poisson"], {"poisson": (1e19,)})  # numpy: "lam value too large", after the clean cell ran
+    top = perturb(image(), "poisson", 1e9, 0)
+    assert np.abs(top.astype(int) - image()).max() <= 1  # the noise at the cap rounds away
+
+
+def test_levels_that_table_4_would_print_alike_are_refused():
+    with pytest.raises(ValueError, match="4 significant digits.*sigma=0.04"):
+        conditions(["gaussian"], {"gaussian": (0.04, 0.040001)})  # distinct folders, one Table 4 label
+    assert [c.table_label for c in conditions(["uniform"])][0] == "c=0.06928"
+
+
 def test_levels_are_data_a_run_can_replace():
     got = conditions(["gaussian", "poisson"], {"gaussian": (0.05, 0.3)})
     assert [(c.name, c.level) for c in got] == [("gaussian", 0.05), ("gaussian", 0.3), ("poisson", 60.0),

@@ -106,6 +106,9 @@ def test_cli_errors_and_listing(capsys, tmp_path):
     assert "Did you mean gaussian" in capsys.readouterr().err
     assert main(["robustness", "--noise", "salt_pepper", "--levels", "salt_pepper=2"]) == 2
     assert "p must lie in (0, 1]" in capsys.readouterr().err
+    assert main(["robustness", "--noise", "gaussian", "--levels", "gaussian=0.04", "--levels", "gaussian=0.08",
+                 "--output", str(tmp_path / "x")]) == 2
+    assert "--levels names gaussian twice; give all its levels in one option" in capsys.readouterr().err
     assert main(["latency", "--steps", "0,10", "--output", str(tmp_path / "l")]) == 2
     assert "step counts >= 1" in capsys.readouterr().err
     assert not (tmp_path / "x").exists() and not (tmp_path / "l").exists()
