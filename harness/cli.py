@@ -344,11 +344,23 @@ COMMANDS = {  # subcommand -> function (its arguments: harness/cli_parser.py)
     "figures": cmd_figures, "diagnose": cmd_diagnose}
 
 
+RESUMABLE = {  # subcommand -> what an interrupted one kept (each file is written whole as it finishes)
+    **dict.fromkeys(("run", "robustness"), "each finished prediction and scored row is on disk; the same command "
+                                           "continues from there"),
+    "latency": "each finished cell is in the study's cells.jsonl; the same command measures only the others",
+    **dict.fromkeys(("train", "pretrain", "ablate"), "the last checkpoint is on disk; the same command resumes from "
+                                                     "it")}
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
         return COMMANDS[args.command](args)
+    except KeyboardInterrupt:
+        resumes = args.command in RESUMABLE
+        print(f"interrupted{': ' + RESUMABLE[args.command] if resumes else ''}", file=sys.stderr)
+        return 130
     except (FileNotFoundError, FileExistsError, KeyError, ValueError, RuntimeError) as err:
         msg = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
         print(f"error: {msg}", file=sys.stderr)

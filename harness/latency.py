@@ -37,7 +37,7 @@ from harness.memory import out_of_memory_guard
 from harness.dataroots import build_with_root
 from harness.distributed import processes
 from harness.registry import build_method, method_class, method_tasks
-from harness.run import RESULTS_DIR
+from harness.run import RESULTS_DIR, check_every_method_serves
 from harness.runio import append_jsonl, atomic_write_text, read_jsonl
 from harness.scoring import alignment_for, score_depth, score_normals
 from harness.summary import summarize_depth, summarize_normals
@@ -65,9 +65,6 @@ class LatencyConfig:
 
 
 def check_config(cfg: LatencyConfig) -> None:
-    if not cfg.methods or not cfg.datasets:
-        raise ValueError(f"a latency study needs at least one method and one dataset (got --methods "
-                         f"{','.join(cfg.methods)!r}, --datasets {','.join(cfg.datasets)!r})")
     bad = [s for s in cfg.steps if int(s) < 1]
     if not cfg.steps or bad:
         raise ValueError(f"--steps must list step counts >= 1, got {list(cfg.steps)}")
@@ -244,6 +241,7 @@ def latency_study(cfg: LatencyConfig, output: Optional[str] = None, progress: bo
     if not processes().is_main:  # launched: timings come from one process on one device; the others stand aside
         return None, None
     datasets = [build_with_root(ds_name, roots) for ds_name in cfg.datasets]
+    check_every_method_serves(cfg.methods, datasets)
     built = check_step_counts(cfg, {d.spec.task for d in datasets})
     folder = study_folder(cfg, output)
     done = measured_cells(folder, cfg, built)
@@ -274,18 +272,13 @@ def sampling_method(name: str, task: str, cfg: LatencyConfig):
 
 
 def check_step_counts(cfg: LatencyConfig, tasks: set[str]) -> dict[tuple, dict]:
-    """Refuse, before any cell is measured, a method that serves none of the datasets' tasks or has no sampling
-    steps, or a step count outside a method's schedule (``use_steps`` says which); returns (method, task) -> the
+    """Refuse, before any cell is measured, a method without sampling steps, or a step count outside a method's schedule (``use_steps`` says which); returns (method, task) -> the
     method's describe() (checkpoint, weights fingerprint). Each method is built once per task for this and let
     go, so a late step count of a late method cannot stop a study half-way with cells it would then refuse to
     resume."""
     built = {}
     for name in cfg.methods:
-        served = sorted(tasks & set(method_tasks(name)))
-        if not served:
-            raise ValueError(f"method {name} predicts {', '.join(sorted(method_tasks(name)))}, and none of --datasets "
-                             f"({', '.join(cfg.datasets)}) is such a benchmark; add one or drop the method")
-        for task in served:
+        for task in sorted(tasks & set(method_tasks(name))):
             method = sampling_method(name, task, cfg)
             for steps in cfg.steps:
                 method.use_steps(int(steps))

@@ -28,7 +28,7 @@ def is_out_of_memory(err: BaseException) -> bool:
 def out_of_memory_guard(method: str, device: str, batch: int, size: tuple[int, int],
                         cell_folder: Optional[Path] = None):
     """Turn an out-of-memory error inside the block into a BatchTooLargeError naming the fix; ``cell_folder``:
-    the run cell whose finished work is kept (None outside a run)."""
+    the run cell whose finished work is kept (None: a latency study, whose settings include the batch size)."""
     try:
         yield
     except BaseException as err:
@@ -39,8 +39,9 @@ def out_of_memory_guard(method: str, device: str, batch: int, size: tuple[int, i
         if batch == 1:
             advice = ("even one image does not fit: use a smaller processing resolution, --dtype bfloat16, or "
                       "another device")
-        elif cell_folder is None:
-            advice = f"rerun with --batch-size {max(1, batch // 2)}"
+        elif cell_folder is None:  # a latency study: its finished cells stay, a new study takes the smaller batch
+            advice = (f"rerun with --batch-size {max(1, batch // 2)} as a new study (leave --output out or choose "
+                      f"another: cells timed at batch {batch} are not mixed with smaller batches)")
         else:
             advice = (f"rerun the same command with --batch-size {max(1, batch // 2)} --output {cell_folder.parent} "
                       f"to continue there; finished samples and cached predictions are kept in {cell_folder}")

@@ -6,7 +6,8 @@ condition, its predictions cached under ``<method>__<dataset>__<noise>-<level>/`
 ``--output``), so clean predictions made by ``run`` with the same settings, or by an earlier study with other
 noises, are reused, and only missing cells are computed. Written into that folder:
 
-    robustness.json       the conditions evaluated so far (noise, level, parameter) and the seeding rule
+    robustness.json       the conditions evaluated so far (noise, level, parameter) and the seeding rule; a later
+                          study in the folder adds its conditions, and its tables list them all
     robustness.csv        tidy summary rows (perturbation, level columns), readable by `python -m harness tables`
     table4.csv, table4.md one row per (method, noise, level) plus the clean row, key metrics per dataset
     table4.png            key metric against level, one panel per (dataset, noise)
@@ -27,7 +28,7 @@ from harness.evaluate import evaluate_pairs
 from harness.perturb import Condition
 from harness.run import RunConfig, build_plan, claim_folder, manifest_record, output_folder, summarize_run
 from harness.runio import atomic_write_text
-from harness.tables import format_cell, header
+from harness.tables import format_cell, header, list_note, settings_note
 
 TABLE_METRICS = {"depth": ("abs_rel", "delta1"), "normals": ("mean", "a11_25")}  # the paper's Table 4 columns
 DEFAULT_METHODS = ("dpbridge_tiny",)  # the trivial references ignore their input: noise cannot move them
@@ -43,14 +44,15 @@ def robustness(cfg: RunConfig, conditions: list[Condition], output: Optional[str
     if saved:
         raise ValueError(f"{', '.join(saved)}: saved predictions cannot be re-made from noisy inputs; a "
                          f"robustness study needs methods that predict (drop them from --methods)")
+    conditions = earlier_conditions(folder, conditions) + conditions  # read by every process before any writes
     claim_folder(folder, manifest_record(cfg, plan))
-    record_conditions(folder, conditions, cfg.seed)
     full = [(ds, pairs + [replace(p, folder=p.folder.with_name(f"{p.folder.name}__{c.label}"), noise=c)
                           for c in conditions for p in pairs]) for ds, pairs in plan]
     for ds, pairs in full:  # each sample is loaded once per batch for its clean and noisy cells
         evaluate_pairs(pairs, ds, cfg.seed, cfg.batch_size, progress=progress)
     if not gather(folder, [(p.folder, ds.ids()) for ds, pairs in full for p in pairs]):
         return folder, None, None  # launched on several processes (harness.distributed): the first summarises
+    record_conditions(folder, conditions, cfg.seed)
     summary = summarize_run(cfg, full)
     summary.to_csv(folder / "robustness.csv", index=False)
     table = table4(summary, conditions)
@@ -61,6 +63,24 @@ def robustness(cfg: RunConfig, conditions: list[Condition], output: Optional[str
     plot_robustness(summary, conditions, TABLE_METRICS, folder / "table4.png")
     paired_to_clean(full).to_csv(folder / "paired.csv", index=False)
     return folder, summary, table
+
+
+def earlier_conditions(folder: Path, conditions: list[Condition]) -> list[Condition]:
+    """The conditions an earlier study evaluated in this folder (robustness.json) that ``conditions`` lacks: Table
+    4 and robustness.csv list every condition of the folder, their cached cells scored again, not re-predicted."""
+    path = folder / "robustness.json"
+    if not path.is_file():
+        return []
+    from harness.perturb import perturbation
+
+    labels, recorded = {c.label for c in conditions}, []
+    for entry in json.loads(path.read_text())["conditions"]:
+        try:
+            recorded.append(Condition(entry["noise"], perturbation(entry["noise"]).check(entry["level"])))
+        except (KeyError, ValueError) as err:
+            raise ValueError(f"{path} lists condition {entry.get('label')!r}, which is not valid now ({err}); remove "
+                             f"it from that file, or choose another --output") from None
+    return [c for c in recorded if c.label not in labels]
 
 
 def paired_to_clean(full) -> pd.DataFrame:
@@ -93,12 +113,10 @@ def _scored_rows(folder: Path) -> pd.DataFrame:
 
 
 def record_conditions(folder: Path, conditions: list[Condition], seed: int) -> None:
-    """Add this study's conditions to robustness.json (earlier studies' conditions stay listed)."""
+    """Write the conditions evaluated in this folder (earlier studies' first: ``earlier_conditions``) to
+    robustness.json, once their cells are complete."""
     path = folder / "robustness.json"
-    known = json.loads(path.read_text())["conditions"] if path.is_file() else []
-    labels = {c["label"] for c in known}
-    known += [{"label": c.label, **c.describe()} for c in conditions if c.label not in labels]
-    record = {"conditions": known, "seed": seed,
+    record = {"conditions": [{"label": c.label, **c.describe()} for c in conditions], "seed": seed,
               "seeding": "numpy default_rng(harness.perturb.noise_seed(seed, noise, sample_id)); the same for "
                          "every level of a noise (common random numbers)",
               "applied": "to the uint8 RGB at the dataset's native resolution, on the [0,1] scale, clipped to "
@@ -137,7 +155,7 @@ def table4(summary: pd.DataFrame, conditions: list[Condition]) -> pd.DataFrame:
     columns, records = _columns(summary), []
     for label, steps, noise, level, sel in _rows(summary, conditions):
         record = {"method": label, "steps": steps, "noise": noise, "level": level,
-                  "level_label": level_label(noise, level)}
+                  "level_label": level_label(noise, level), **row_settings(sel)}
         for dataset, task, metric in columns:
             hit = sel[(sel["dataset"] == dataset) & (sel["metric"] == metric)]
             k = 100.0 if METRIC_INFO[task][metric].paper_x100 else 1.0
@@ -145,6 +163,14 @@ def table4(summary: pd.DataFrame, conditions: list[Condition]) -> pd.DataFrame:
                 record[f"{dataset} {metric}{suffix}"] = float(hit[field].iloc[0]) * k if len(hit) else float("nan")
         records.append(record)
     return pd.DataFrame(records)
+
+
+def row_settings(cells: pd.DataFrame) -> dict:
+    """The settings behind one Table 4 row (summary columns its cells share), each dataset's checkpoint named."""
+    out = {col: ", ".join(sorted({str(v) for v in cells[col]})) for col in ("seed", "eta", "dtype", "device")}
+    pairs = cells[["dataset", "checkpoint"]].drop_duplicates().itertuples(index=False)
+    out["checkpoints"] = "; ".join(f"{d}: {c}" for d, c in pairs)
+    return out
 
 
 def table4_markdown(summary: pd.DataFrame, conditions: list[Condition]) -> str:
@@ -158,6 +184,8 @@ def table4_markdown(summary: pd.DataFrame, conditions: list[Condition]) -> str:
             cells.append("-" if hit.empty else format_cell(task, metric, *hit[["value", "ci_low", "ci_high"]].iloc[0]))
         lines.append(f"| {label} | {steps or '-'} | {noise if noise != 'none' else 'clean'} | "
                      f"{level_label(noise, level)} | " + " | ".join(cells) + " |")
-    n = int(summary[summary["group"] == "all"]["n_samples"].min()) if len(summary) else 0
+    everything = summary[summary["group"] == "all"]
+    n = int(everything["n_samples"].min()) if len(summary) else 0
     return (f"**Table 4: robustness to input noise** (n = {n} images per cell; ± = half-width of the bootstrap 95% "
-            f"interval over images; noise on the [0,1] RGB scale, math.md section 6)\n\n" + "\n".join(lines) + "\n")
+            f"interval over images; noise on the [0,1] RGB scale, math.md section 6)\n\n" + "\n".join(lines)
+            + list_note(everything) + settings_note(everything) + "\n")

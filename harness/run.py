@@ -52,13 +52,28 @@ class RunConfig:
     ensemble_size: int = 0  # samples averaged per image by stochastic methods (marigold, the trained ones); 0 = the method's
 
 
-def config_key(cfg: RunConfig) -> str:
-    """Hash of the settings; options added later enter only when set, so runs made before them keep their key."""
+def key_settings(cfg: RunConfig) -> dict:
+    """The settings the key hashes; options added later enter only when set, so runs made before them keep their
+    key."""
     settings = mf.without_unset(asdict(cfg), ("allow_missing", "channels_last", "compile", "checkpoint",
                                                "ensemble_size", "bmm_attention"))
     settings.pop("continue_on_error")  # how failures are reported, not what is computed: resuming may add it
     settings.pop("retry_failed")  # the same: a resumed run may ask for it
-    return mf.config_key(settings)
+    return settings
+
+
+def config_key(cfg: RunConfig) -> str:
+    """Hash of the settings (``key_settings``)."""
+    return mf.config_key(key_settings(cfg))
+
+
+def key_change(previous: dict, record: dict) -> str:
+    """The keyed settings that differ between two manifests' configs ("key: old -> new"; "" when unreadable)."""
+    try:
+        before, now = (json.loads(json.dumps(key_settings(RunConfig(**m["config"])))) for m in (previous, record))
+    except (KeyError, TypeError):
+        return ""
+    return mf.settings_change(before, now)
 
 
 def build_dataset(name: str, cfg: RunConfig, roots=None):
@@ -143,9 +158,11 @@ def claim_folder_alone(folder: Path, record: dict) -> None:
     if path.is_file():
         previous = json.loads(path.read_text())
         if previous.get("config_key") != record["config_key"] and not same_but_batch(previous, record):
+            change = key_change(previous, record)
             raise FileExistsError(
-                f"{folder} holds results of a run with other settings (config {previous.get('config_key')}, this "
-                f"run {record['config_key']}). Choose another --output or move that folder away; nothing was changed.")
+                f"{folder} holds results of a run with other settings ({change or 'config ' + str(previous.get('config_key'))}"
+                f", this run {record['config_key']}). Choose another --output or move that folder away; nothing was "
+                f"changed.")
         lists = changed_fingerprints(previous, record, "datasets", "list_fingerprint")
         if lists:
             raise FileExistsError(
@@ -158,10 +175,19 @@ def claim_folder_alone(folder: Path, record: dict) -> None:
                 f"{folder} holds predictions of other weights for {', '.join(changed)} (a retrained or replaced "
                 f"checkpoint: its weights_fingerprint in manifest.json differs). Resuming would mix them; choose "
                 f"another --output or move that folder away; nothing was changed.")
+        record_batch_size(path, previous, record["config"]["batch_size"])
         return
     if folder.exists() and any(folder.iterdir()):
         raise FileExistsError(f"{folder} exists and is not a run folder; choose another --output")
     atomic_write_text(path, json.dumps(record, indent=2, sort_keys=True) + "\n")
+
+
+def record_batch_size(path: Path, manifest: dict, batch_size: int) -> None:
+    """A folder resumed with another batch size (same_but_batch) lists every batch size its cells ran with."""
+    used = manifest.get("batch_sizes_used", [manifest["config"]["batch_size"]])
+    if batch_size not in used:
+        manifest["batch_sizes_used"] = sorted(used + [batch_size])
+        atomic_write_text(path, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
 
 
 def run(cfg: RunConfig, output: Optional[str] = None, progress: bool = True,
@@ -214,6 +240,7 @@ def build_plan(cfg: RunConfig, folder: Path, roots=None) -> list:
     datasets = [build_dataset(n, cfg, roots) for n in cfg.datasets]
     for n in cfg.methods:  # fail on an unknown name before any compute
         method_class(n)
+    check_every_method_serves(cfg.methods, datasets)
     check_checkpoint_owner(cfg)
     options = run_options(cfg)
     plan = []
@@ -224,6 +251,19 @@ def build_plan(cfg: RunConfig, folder: Path, roots=None) -> list:
                       continue_on_error=cfg.continue_on_error) for s, m in methods]
         plan.append((ds, pairs))
     return plan
+
+
+def check_every_method_serves(methods, datasets) -> None:
+    """Refuse no method or no dataset, and a method whose tasks no dataset has (it would score nothing, silently)."""
+    if not methods or not datasets:
+        raise ValueError(f"nothing to evaluate: --methods {','.join(methods)!r}, --datasets "
+                         f"{','.join(d.name for d in datasets)!r}; name at least one of each")
+    tasks = {d.spec.task for d in datasets}
+    for name in methods:
+        if not tasks & set(method_tasks(name)):
+            raise ValueError(f"method {name} predicts {', '.join(method_tasks(name))}, and none of --datasets "
+                             f"({', '.join(d.name for d in datasets)}) is such a benchmark; add one or drop the "
+                             f"method")
 
 
 def check_checkpoint_owner(cfg: RunConfig) -> None:

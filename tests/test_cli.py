@@ -80,3 +80,17 @@ def test_the_inference_options_reach_the_config_of_each_command(monkeypatch, com
     plain, chosen = configs
     assert (plain.dtype, plain.channels_last, plain.compile, plain.bmm_attention) == ("float32", False, False, False)
     assert (chosen.dtype, chosen.channels_last, chosen.compile, chosen.bmm_attention) == ("bfloat16", True, True, True)
+
+
+def test_ctrl_c_says_what_was_kept_instead_of_a_traceback(monkeypatch, capsys):
+    import harness.cli as cli
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setitem(cli.COMMANDS, "latency", interrupted)
+    monkeypatch.setitem(cli.COMMANDS, "compare", interrupted)
+    assert cli.main(["latency"]) == 130
+    assert "interrupted: each finished cell is in the study's cells.jsonl" in capsys.readouterr().err
+    assert cli.main(["compare", "a", "b"]) == 130
+    assert capsys.readouterr().err.strip() == "interrupted"

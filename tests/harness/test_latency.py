@@ -202,7 +202,7 @@ def test_a_study_refuses_a_run_folder_and_keeps_its_manifest(tmp_path):
 
 @pytest.mark.parametrize("methods, datasets, refusal", [
     (("dpbridge_tiny", "marigold_tiny"), ("synthetic_normals",), "marigold_tiny predicts depth, and none of"),
-    ((), ("synthetic",), "at least one method"), (("dpbridge_tiny",), (), "at least one method")])
+    ((), ("synthetic",), "name at least one of each"), (("dpbridge_tiny",), (), "name at least one of each")])
 def test_a_study_refuses_methods_that_would_measure_nothing(tmp_path, methods, datasets, refusal):
     cfg = LatencyConfig(methods=methods, datasets=datasets, steps=(1,), count=1, warmup=0)
     with pytest.raises(ValueError, match=refusal):

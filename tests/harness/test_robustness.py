@@ -88,6 +88,7 @@ def test_out_of_memory_batch_stops_clearly_and_keeps_finished_work(tmp_path, mon
     monkeypatch.setattr(cls, "predict", real)
     smaller = RunConfig(**{**cfg.__dict__, "batch_size": 1})
     _, summary = run(smaller, str(out), progress=False)  # the same folder accepts the smaller batch
+    assert json.loads((out / "manifest.json").read_text())["batch_sizes_used"] == [1, 2]
     assert len(read_jsonl(out / "ramp__synthetic" / "rows.jsonl")) == 6
     assert (summary[summary.group == "all"].n_samples == 6).all()
 
@@ -115,3 +116,40 @@ def test_cli_errors_and_listing(capsys, tmp_path):
     assert main(["ls", "perturbations"]) == 0
     listed = capsys.readouterr().out
     assert all(name in listed for name in ("gaussian", "uniform", "poisson", "salt_pepper"))
+
+
+def test_a_later_study_in_the_folder_keeps_the_earlier_conditions_in_table_4(tmp_path, monkeypatch):
+    out = tmp_path / "r"
+    robustness(CFG, conditions(["gaussian"], {"gaussian": (0.1,)}), str(out), progress=False)
+    seen = count_predictions(monkeypatch, "dpbridge_tiny")
+    _, summary, table = robustness(CFG, conditions(["poisson"], {"poisson": (25.0,)}), str(out), progress=False)
+    assert sum(seen) == 2  # the poisson cell only: the clean and gaussian cells came from the folder's cache
+    assert list(zip(table["noise"], table["level"])) == [("none", 0.0), ("gaussian", 0.1), ("poisson", 25.0)]
+    assert set(summary["perturbation"]) == {"none", "gaussian", "poisson"}
+    recorded = json.loads((out / "robustness.json").read_text())
+    assert [c["label"] for c in recorded["conditions"]] == ["gaussian-0.1", "poisson-25"]
+    text = (out / "table4.md").read_text()
+    assert "| gaussian | sigma=0.1 |" in text and "| poisson | lam=25 |" in text
+    assert "settings: seed 0; eta 0; dtype float32; device cpu" in text and "sample lists (fingerprint)" in text
+    assert "methods/weights/dpbridge_tiny_depth" in text
+    assert (table["seed"] == "0").all() and table["checkpoints"].str.contains("synthetic: methods/weights").all()
+
+
+def test_a_condition_recorded_that_is_no_longer_valid_is_named(tmp_path):
+    out = tmp_path / "r"
+    robustness(CFG, conditions(["gaussian"], {"gaussian": (0.1,)}), str(out), progress=False)
+    path = out / "robustness.json"
+    record = json.loads(path.read_text())
+    record["conditions"][0]["level"] = 7.0
+    path.write_text(json.dumps(record))
+    with pytest.raises(ValueError, match="robustness.json lists condition 'gaussian-0.1', which is not valid now"):
+        robustness(CFG, conditions(["uniform"]), str(out), progress=False)
+
+
+def test_a_method_that_serves_no_dataset_is_refused_before_any_work(tmp_path):
+    cfg = RunConfig(methods=("dpbridge_tiny", "marigold_tiny"), datasets=("synthetic_normals",), count=1)
+    with pytest.raises(ValueError, match="marigold_tiny predicts depth, and none of --datasets"):
+        robustness(cfg, conditions(["gaussian"]), str(tmp_path / "r"), progress=False)
+    with pytest.raises(ValueError, match="marigold_tiny predicts depth"):
+        run(cfg, str(tmp_path / "r"), progress=False)
+    assert not (tmp_path / "r").exists()

@@ -86,7 +86,7 @@ def test_a_folder_of_another_run_is_never_overwritten(tmp_path):
     run(CFG, str(tmp_path / "r"), progress=False)
     before = (tmp_path / "r" / "manifest.json").read_text()
     other = RunConfig(**{**CFG.__dict__, "seed": 1})
-    with pytest.raises(FileExistsError, match="other settings"):
+    with pytest.raises(FileExistsError, match=r"other settings \(seed: 0 -> 1, this run "):
         run(other, str(tmp_path / "r"), progress=False)
     assert (tmp_path / "r" / "manifest.json").read_text() == before
 
