@@ -113,6 +113,9 @@ def perturb(rgb: np.ndarray, name: str, level: float, seed: int) -> np.ndarray:
         x = rgb.astype(np.float64) / 255.0
     elif np.issubdtype(rgb.dtype, np.floating):
         x = rgb.astype(np.float64)
+        if x.size and not (x.min() >= 0.0 and x.max() <= 1.0):  # NaN fails too
+            raise ValueError(f"perturb takes float RGB in [0, 1], got values in [{x.min():g}, {x.max():g}] (a 0..255 "
+                             f"image would be clipped to white): divide by 255 or pass uint8")
     else:
         raise ValueError(f"perturb takes uint8 or float RGB, got {rgb.dtype}")
     y = np.clip(entry.noise(x, level, np.random.default_rng(seed)), 0.0, 1.0)

@@ -89,6 +89,8 @@ def test_unknown_names_and_levels_fail_clearly():
         conditions(["poisson"], {"gaussian": (0.1,)})
     with pytest.raises(ValueError, match="uint8 or float"):
         perturb(image().astype(np.int32), "gaussian", 0.1, 0)
+    with pytest.raises(ValueError, match=r"float RGB in \[0, 1\], got values in \[0, 255\]"):
+        perturb(np.array([[[0.0, 128.0, 255.0]]]), "gaussian", 0.1, 0)
 
 
 def test_the_largest_poisson_rate_accepted_is_one_numpy_can_draw():
