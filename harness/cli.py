@@ -123,7 +123,7 @@ def cmd_robustness(args) -> int:
     if summary is None:  # launched on several processes: the first one prints
         return 0
     print((folder / "table4.md").read_text())
-    print(f"results: {folder}/table4.csv, table4.md, table4.png, robustness.csv, robustness.json")
+    print(f"results: {folder}/table4.csv, table4.md, table4.png, robustness.csv, robustness.json, paired.csv")
     return 0
 
 
