@@ -252,6 +252,8 @@ def cmd_diagnose(args) -> int:
 
 def _check_new_output(path: str, overwrite: bool) -> None:
     """A file a command is about to write: its folder exists, and it is new unless ``overwrite``."""
+    if Path(path).is_dir():
+        raise IsADirectoryError(f"--output {path} is a folder; name the file to write (e.g. {Path(path) / 'out.csv'})")
     if not Path(path).parent.is_dir():
         raise FileNotFoundError(f"--output {path}: folder {Path(path).parent} does not exist; create it first")
     if Path(path).exists() and not overwrite:
@@ -265,8 +267,16 @@ def cmd_compare(args) -> int:
 
     if args.output:
         _check_new_output(args.output, args.overwrite)
+    from harness.compare import RESULT_COLUMNS, settings_lines
+
     table = compare(args.run_a, args.run_b, args.method_a, args.method_b)
-    print(tabulate(table, headers="keys", tablefmt="github", showindex=False, floatfmt=".4g"))
+    print(tabulate(table[list(RESULT_COLUMNS)], headers="keys", tablefmt="github", showindex=False, floatfmt=".4g"))
+    print("\n".join(settings_lines(table)))
+    for why in table.attrs.get("skipped", []):
+        print(f"not compared: {why}", file=sys.stderr)
+    if (table["n_samples"] < 2).any():
+        print("fewer than 2 shared samples on some dataset: no interval there (NaN), nothing distinguishable",
+              file=sys.stderr)
     if args.output:
         from harness.runio import atomic_write_text
 
@@ -361,7 +371,7 @@ def main(argv=None) -> int:
         resumes = args.command in RESUMABLE
         print(f"interrupted{': ' + RESUMABLE[args.command] if resumes else ''}", file=sys.stderr)
         return 130
-    except (FileNotFoundError, FileExistsError, KeyError, ValueError, RuntimeError) as err:
+    except (OSError, KeyError, ValueError, RuntimeError) as err:
         msg = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
         print(f"error: {msg}", file=sys.stderr)
         return 2

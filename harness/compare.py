@@ -2,7 +2,10 @@
 
 Samples are paired by (dataset, sample id), so the interval reflects how the two methods differ on the same
 images, which is much tighter than comparing two unpaired intervals. A difference is called distinguishable from
-zero when its interval excludes 0.
+zero when its interval excludes 0; with fewer than 2 shared samples there is no interval (NaN) and nothing is
+distinguishable. Pooled normals give mean, rmse and the thresholds as ratios of per-image sums; their median
+cannot be pooled from per-image rows and is left out. The ``unit`` column gives each metric's raw unit (depth's
+AbsRel and delta are fractions, which papers print x100; normals' thresholds are percent).
 """
 from __future__ import annotations
 
@@ -18,13 +21,30 @@ from harness.manifest import settings_change
 from harness.metrics import DEPTH_METRICS, METRIC_INFO, NORMAL_THRESHOLDS
 from harness.summary import BOOTSTRAP_DRAWS, BOOTSTRAP_SEED
 
-# Pooled normal metrics as (numerator column, denominator column, scale): ratios of per-image sums.
-POOLED_RATIOS = {"mean": ("sum_err", "n_valid", 1.0), **{k: (f"below_{k}", "n_valid", 100.0) for k in NORMAL_THRESHOLDS}}
+# Pooled normal metrics as (numerator column, denominator column, scale, then): then(scale * ratio of per-image sums)
+POOLED_RATIOS = {"mean": ("sum_err", "n_valid", 1.0, None), "rmse": ("sum_sq_err", "n_valid", 1.0, np.sqrt),
+                 **{k: (f"below_{k}", "n_valid", 100.0, None) for k in NORMAL_THRESHOLDS}}
+MIN_PAIRED = 2  # fewer shared samples: no bootstrap interval
 
 
 # dataset entries of a manifest that may differ between two runs of the same images: how many were taken (the
 # sample ids are compared one by one) and where the files were found
-WHERE_AND_HOW_MANY = ("count", "subset_of", "root", "base", "list_origin")
+WHERE_AND_HOW_MANY = ("count", "subset_of", "root", "base", "list_origin", "list_fingerprint")
+
+
+RESULT_COLUMNS = ("dataset", "method_a", "method_b", "n_samples", "metric", "unit", "a", "b", "b_minus_a", "ci_low",
+                  "ci_high", "distinguishable")  # what the terminal shows; settings_lines names the rest
+
+
+def settings_lines(table: pd.DataFrame) -> list[str]:
+    """Each side's settings in a few lines: those both sides share once, then those that differ (A -> B)."""
+    names = [c[:-2] for c in table.columns if c.endswith("_a") and f"{c[:-2]}_b" in table and c != "method_a"]
+    shared, differ = [], []
+    for name in names:
+        a, b = (", ".join(sorted({str(v) for v in table[f"{name}_{side}"]})) for side in "ab")
+        (shared if a == b else differ).append(f"{name} {a}" if a == b else f"{name}: {a} -> {b}")
+    return ["settings of both sides: " + "; ".join(shared)] + (["settings that differ (A -> B): " + "; ".join(differ)]
+                                                                if differ else [])
 
 
 def finished_manifest(folder: Path) -> dict:
@@ -49,11 +69,16 @@ def same_images(ds: str, manifest_a: dict, manifest_b: dict, run_a, run_b) -> No
                          f"are different images, so they cannot be paired")
 
 
-def cell_settings(manifest: dict, cell: str) -> dict:
-    """What produced a cell's numbers, as compare's columns name them."""
+def cell_settings(manifest: dict, cell: str, dataset: str) -> dict:
+    """What produced a cell's numbers, as compare's columns name them ("-" where the manifest predates a field)."""
     described = manifest["methods"][cell]
-    return {"steps": described.get("steps", 0), "seed": manifest.get("seed"), "eta": described.get("eta", 0.0),
-            "checkpoint": described.get("checkpoint", "-"), "dtype": manifest.get("dtype")}
+    return {"variant": described.get("variant", "default"), "steps": described.get("steps", 0),
+            "seed": manifest.get("seed"), "eta": described.get("eta", 0.0),
+            "ensemble_size": described.get("ensemble_size", 1), "checkpoint": described.get("checkpoint", "-"),
+            "weights_fingerprint": described.get("weights_fingerprint", "-"), "dtype": manifest.get("dtype"),
+            "device": manifest.get("device", "-"), "processing_res": described.get("processing_res", "-"),
+            "alignment": described.get("alignment", "-"),
+            "list_fingerprint": manifest["datasets"][dataset].get("list_fingerprint", "-")}
 
 
 def run_cells(folder: Path) -> dict[tuple[str, str], Path]:
@@ -84,38 +109,50 @@ def paired_difference(a: pd.DataFrame, b: pd.DataFrame, task: str, aggregation: 
         metrics = DEPTH_METRICS if task == "depth" else [m for m in METRIC_INFO["normals"]]
         for m in metrics:
             d = b[m].to_numpy(float) - a[m].to_numpy(float)
-            out.append(_row(m, a[m].mean(), b[m].mean(), d.mean(), d[idx].mean(1)))
+            out.append(_row(task, m, a[m].mean(), b[m].mean(), d.mean(), d[idx].mean(1), n))
         return out
-    for m, (num, den, scale) in POOLED_RATIOS.items():
+    for m, (num, den, scale, then) in POOLED_RATIOS.items():
+        if num not in a or num not in b:  # rows scored before the column was recorded
+            continue
+        then = then or (lambda x: x)
         na, nb = a[num].to_numpy(float), b[num].to_numpy(float)
         da, db = a[den].to_numpy(float), b[den].to_numpy(float)
-        va, vb = scale * na.sum() / da.sum(), scale * nb.sum() / db.sum()
-        boot = scale * (nb[idx].sum(1) / db[idx].sum(1) - na[idx].sum(1) / da[idx].sum(1))
-        out.append(_row(m, va, vb, vb - va, boot))
+        va, vb = then(scale * na.sum() / da.sum()), then(scale * nb.sum() / db.sum())
+        boot = then(scale * nb[idx].sum(1) / db[idx].sum(1)) - then(scale * na[idx].sum(1) / da[idx].sum(1))
+        out.append(_row(task, m, va, vb, vb - va, boot, n))
     return out
 
 
-def _row(metric, va, vb, diff, boot) -> dict:
-    lo, hi = np.percentile(boot, [2.5, 97.5])
-    return {"metric": metric, "a": float(va), "b": float(vb), "b_minus_a": float(diff), "ci_low": float(lo),
-            "ci_high": float(hi), "distinguishable": bool(lo > 0 or hi < 0)}
+def _row(task, metric, va, vb, diff, boot, n: int) -> dict:
+    """One metric's comparison; fewer than MIN_PAIRED samples give no interval and nothing distinguishable."""
+    lo, hi = np.percentile(boot, [2.5, 97.5]) if n >= MIN_PAIRED else (np.nan, np.nan)
+    info = METRIC_INFO[task][metric]
+    unit = info.unit or ("fraction (papers print x100)" if info.paper_x100 else "-")
+    return {"metric": metric, "unit": unit, "a": float(va), "b": float(vb), "b_minus_a": float(diff),
+            "ci_low": float(lo), "ci_high": float(hi), "distinguishable": bool(lo > 0 or hi < 0)}
 
 
 def compare(run_a: Path, run_b: Path, method_a: Optional[str] = None, method_b: Optional[str] = None) -> pd.DataFrame:
     """One row per (dataset, metric): both values, B - A with its paired interval, and the settings of each side
-    (run folder, steps, seed, eta, checkpoint, dtype). Both runs must be finished and have read the same images."""
+    (run folder, cell_settings). Both runs must be finished and have read the same images. A shared dataset on
+    which a named method did not run (it serves another task) is left out and listed in ``table.attrs["skipped"]``."""
     manifest_a, manifest_b = finished_manifest(Path(run_a)), finished_manifest(Path(run_b))
     cells_a, cells_b = run_cells(Path(run_a)), run_cells(Path(run_b))
     datasets = sorted({d for _, d in cells_a} & {d for _, d in cells_b})
     if not datasets:
         raise ValueError(f"{run_a} and {run_b} share no dataset")
     manifest = manifest_a
-    rows = []
+    rows, skipped = [], []
     for ds in datasets:
         same_images(ds, manifest_a, manifest_b, run_a, run_b)
+        absent = [f"{m} not in {run} there" for m, cells, run in ((method_a, cells_a, run_a), (method_b, cells_b, run_b))
+                  if m is not None and (m, ds) not in cells and any(c == m for c, _ in cells)]
+        if absent:  # a named method that serves another task of the runs (e.g. a depth-only one beside normals)
+            skipped.append(f"{ds} ({'; '.join(absent)})")
+            continue
         fa, fb = pick(cells_a, method_a, ds, run_a), pick(cells_b, method_b, ds, run_b)
         sides = {f"{k}_{side}": v for side, m, f in (("a", manifest_a, fa), ("b", manifest_b, fb))
-                 for k, v in {"run": f.parent.name, **cell_settings(m, f.name)}.items()}
+                 for k, v in {"run": str(f.parent), **cell_settings(m, f.name, ds)}.items()}
         a = pd.DataFrame([r for r in read_rows(fa) if not r.get("failed")]).set_index("id")
         b = pd.DataFrame([r for r in read_rows(fb) if not r.get("failed")]).set_index("id")
         common = a.index.intersection(b.index)
@@ -127,4 +164,8 @@ def compare(run_a: Path, run_b: Path, method_a: Optional[str] = None, method_b: 
         for r in paired_difference(a.loc[common], b.loc[common], task, aggregation):
             rows.append({"dataset": ds, "method_a": fa.name.split("__")[0], "method_b": fb.name.split("__")[0],
                          "n_samples": len(common), **r, **sides})
-    return pd.DataFrame(rows)
+    if not rows:
+        raise ValueError(f"{run_a} and {run_b}: no shared dataset has both methods (skipped: {', '.join(skipped)})")
+    table = pd.DataFrame(rows)
+    table.attrs["skipped"] = skipped  # shared datasets left out, each with why
+    return table

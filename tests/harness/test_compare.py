@@ -49,8 +49,10 @@ def test_compare_names_each_side_s_settings_and_refuses_unfinished_or_different_
     a, _ = run(RunConfig(**base), str(tmp_path / "a"), progress=False)
     b, _ = run(RunConfig(**base, seed=1), str(tmp_path / "b"), progress=False)
     row = compare(a, b).set_index("metric").loc["abs_rel"]
-    assert (row["run_a"], row["run_b"], row["seed_a"], row["seed_b"]) == ("a", "b", 0, 1)
+    assert (row["run_a"], row["run_b"], row["seed_a"], row["seed_b"]) == (str(a), str(b), 0, 1)
     assert row["steps_a"] == row["steps_b"] == 0 and row["checkpoint_a"] == "-"
+    assert (row["alignment_a"], row["device_a"], row["unit"]) == ("least_squares", "cpu", "fraction (papers print x100)")
+    assert row["processing_res_a"] == row["processing_res_b"] and row["list_fingerprint_a"] == row["list_fingerprint_b"]
 
     other, _ = run(RunConfig(**base, dataset_args={"synthetic": {"seed": "5"}}), str(tmp_path / "w"), progress=False)
     with pytest.raises(ValueError, match=r"read synthetic with different settings \(seed: 0 -> 5\)"):
@@ -67,7 +69,44 @@ def test_the_cli_does_not_replace_an_existing_csv(tmp_path, capsys):
                     progress=False)
     out = tmp_path / "diff.csv"
     args = ["compare", str(folder), str(folder), "--method-a", "constant", "--method-b", "ramp", "--output", str(out)]
-    assert main(args) == 0 and pd.read_csv(out)["run_a"].eq("r").all()
+    assert main(args) == 0 and pd.read_csv(out)["run_a"].eq(str(folder)).all()
+    printed = capsys.readouterr().out
+    assert f"settings of both sides: run {folder}; variant default" in printed and "settings that differ" not in printed
     out.write_text("mine\n")
     assert main(args) == 2 and out.read_text() == "mine\n" and "--overwrite" in capsys.readouterr().err
     assert main(args + ["--overwrite"]) == 0 and "b_minus_a" in out.read_text()
+    assert main(args[:-1] + [str(tmp_path), "--overwrite"]) == 2  # a folder: refused, nothing left behind
+    assert "is a folder; name the file to write" in capsys.readouterr().err
+    assert not list(tmp_path.glob(".*tmp*"))
+
+
+def test_one_shared_sample_gives_no_interval_and_nothing_distinguishable(tmp_path):
+    folder, _ = run(RunConfig(methods=("constant", "ramp"), datasets=("synthetic",), count=1), str(tmp_path / "r"),
+                    progress=False)
+    table = compare(folder, folder, "constant", "ramp")
+    assert table["ci_low"].isna().all() and table["ci_high"].isna().all() and not table["distinguishable"].any()
+    assert (table["b_minus_a"] != 0).any()
+
+
+def test_runs_of_other_counts_are_refused_for_their_samples_not_their_images(tmp_path):
+    a, _ = run(RunConfig(methods=("ramp",), datasets=("synthetic",), count=2), str(tmp_path / "a"), progress=False)
+    b, _ = run(RunConfig(methods=("ramp",), datasets=("synthetic",), count=3), str(tmp_path / "b"), progress=False)
+    with pytest.raises(ValueError, match=r"scored different samples \(2 vs 3, 2 shared\)"):
+        compare(a, b)
+
+
+def test_a_named_method_absent_from_a_shared_dataset_leaves_that_dataset_out(tmp_path):
+    both = ("synthetic", "synthetic_normals")
+    a, _ = run(RunConfig(methods=("marigold_tiny", "ramp"), datasets=both, steps=1, count=2), str(tmp_path / "a"),
+               progress=False)
+    table = compare(a, a, "marigold_tiny", "ramp")
+    assert set(table["dataset"]) == {"synthetic"}
+    assert table.attrs["skipped"] == [f"synthetic_normals (marigold_tiny not in {a} there)"]
+
+
+def test_pooled_normals_rmse_is_the_root_of_the_pooled_squares():
+    a = pd.DataFrame({"sum_err": [10.0, 30.0], "sum_sq_err": [100.0, 300.0], "n_valid": [1, 3],
+                      **{f"below_{k}": [0, 3] for k in ["a5", "a7_5", "a11_25", "a22_5", "a30"]}})
+    out = pd.DataFrame(paired_difference(a, a.copy(), "normals")).set_index("metric")
+    assert out.loc["rmse", "a"] == pytest.approx(10.0) and out.loc["rmse", "b_minus_a"] == 0
+    assert out.loc["a30", "unit"] == "%" and "median" not in out.index
