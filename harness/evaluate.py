@@ -63,6 +63,16 @@ def processing_size(height: int, width: int, res: int, multiple: int) -> tuple[i
     return (max(multiple, int(round(height / multiple)) * multiple), max(multiple, int(round(width / multiple)) * multiple))
 
 
+def check_processing_size(method: str, contract, size: tuple[int, int], names: list[str]) -> None:
+    """Refuse a processing size (h, w) below the method's ``min_size``: its network would shrink the input below
+    one pixel and return a degenerate map (or, at batch 1, fail inside torch)."""
+    if min(size) < contract.min_size:
+        shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+        raise ValueError(f"method {method} cannot process {shown} at {size[0]}x{size[1]}: its network needs at least "
+                         f"{contract.min_size} px a side; use a larger --processing-res (the method's own is "
+                         f"{contract.processing_res})")
+
+
 def prepare_batch(samples: list[Sample], size: tuple[int, int]) -> torch.Tensor:
     """uint8 [H,W,3] images -> float32 [B,3,h,w] in [-1,1] at processing size (bilinear, antialias)."""
     out = []
@@ -198,6 +208,7 @@ def predictions_for(pair: Pair, samples: list[Sample], seed: int) -> list[np.nda
         rgb = prepare_batch(inputs, size)
         gens = [torch.Generator().manual_seed(sample_seed(seed, s.id)) for s in group]
         guard = out_of_memory_guard(pair.method.name, pair.method.options.device, len(group), size, pair.folder)
+        check_processing_size(pair.method.name, contract, size, [s.id for s in group])
         with torch.inference_mode(), guard:
             out = pair.method.predict(rgb, gens).float().cpu().numpy()  # [B,C,h,w]
         expected = 3 if contract.kind == "normals" else 1

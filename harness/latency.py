@@ -32,7 +32,7 @@ import pandas as pd
 import torch
 
 from harness import manifest as mf
-from harness.evaluate import prepare_batch, processing_size, resolved_processing_res, sample_seed
+from harness.evaluate import check_processing_size, prepare_batch, processing_size, resolved_processing_res, sample_seed
 from harness.memory import out_of_memory_guard
 from harness.dataroots import build_with_root
 from harness.distributed import processes
@@ -295,6 +295,7 @@ def measure_method(name, dataset, samples, steps_list: list[int], cfg: LatencyCo
     contract = method.contract
     res = resolved_processing_res(None, dataset.spec.processing_res, contract.processing_res)
     size = processing_size(*samples[0].rgb.shape[:2], res, contract.size_multiple)
+    check_processing_size(name, contract, size, [s.id for s in samples[:1]])
     rows = {}
     for steps in steps_list:
         method.use_steps(steps)

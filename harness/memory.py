@@ -47,3 +47,4 @@ def out_of_memory_guard(method: str, device: str, batch: int, size: tuple[int, i
                       f"to continue there; finished samples and cached predictions are kept in {cell_folder}")
         raise BatchTooLargeError(f"method {method} ran out of memory on a batch of {batch} image(s) of "
                                  f"{size[0]}x{size[1]} on {device}: {advice}.") from err
+

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from harness.evaluate import prepare_batch, processing_size, sample_seed
+from harness.evaluate import check_processing_size, prepare_batch, processing_size, sample_seed
 from harness.pictures import (DEPTH_COLORMAP, IMAGE_SUFFIXES, check_image, colorize, depth_to_uint16, normalise01,
                               normals_to_rgb8, read_rgb, write_png)
 from harness.registry import build_method, parse_method_spec
@@ -61,15 +61,38 @@ class InputImage:
     name: str  # output name without suffix, relative to the output folder (posix), e.g. "street/img_001"
 
 
-def collect_inputs(paths: list[str]) -> tuple[list[InputImage], list[Path]]:
+def check_config(cfg: PredictConfig) -> None:
+    """Refuse settings that cannot run, before anything is read or recorded."""
+    if cfg.task not in ("depth", "normals"):
+        raise ValueError(f"unknown task {cfg.task!r}; expected depth or normals")
+    if cfg.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {cfg.batch_size}")
+    if cfg.steps is not None and cfg.steps < 1:
+        raise ValueError(f"--steps must be >= 1 (leave it out for the method's default), got {cfg.steps}")
+    if cfg.processing_res is not None and cfg.processing_res < 0:
+        raise ValueError(f"--processing-res must be >= 0 (0 = each image's own size; leave it out for the "
+                         f"method's), got {cfg.processing_res}")
+
+
+def prediction_folders(root: Path) -> set[Path]:
+    """Folders under ``root`` that hold this command's outputs (a predict.json): never read as inputs."""
+    return {f.parent for f in root.rglob(SETTINGS_FILE)}
+
+
+def collect_inputs(paths: list[str], output: Optional[Path] = None) -> tuple[list[InputImage], list[Path]]:
     """Files as given (must be images) and image files under folders (recursively, sorted); returns the images
-    and the non-image files found in folders (reported, not read). Raises when a path does not exist, when an
-    explicitly named file is not an image, or when two inputs would write the same output names."""
+    and the non-image files found in folders (reported, not read). Files in the ``output`` folder, or in any
+    folder of earlier predictions (``prediction_folders``), are not inputs. Raises when a path does not exist,
+    when an explicitly named file is not an image, or when two inputs would write the same output names."""
     images, ignored = [], []
     for text in paths:
         p = Path(text)
         if p.is_dir():
+            outputs = prediction_folders(p) | ({output.resolve()} if output is not None else set())
+            outputs = {o.resolve() for o in outputs}
             for f in sorted(q for q in p.rglob("*") if q.is_file()):
+                if any(o == f.resolve().parent or o in f.resolve().parents for o in outputs):
+                    continue  # predictions of this command, not photos
                 if f.suffix.lower() in IMAGE_SUFFIXES:
                     images.append(InputImage(f, f.relative_to(p).with_suffix("").as_posix()))
                 else:
@@ -153,6 +176,7 @@ def predict_batch(method, images: list[np.ndarray], names: list[str], cfg: Predi
     for size, idx in by_size.items():
         x = prepare_batch([SimpleNamespace(rgb=images[i]) for i in idx], size)  # [b,3,h,w] in [-1,1]
         gens = [torch.Generator().manual_seed(sample_seed(cfg.seed, names[i])) for i in idx]
+        check_processing_size(method.name, contract, size, [names[i] for i in idx])
         with torch.inference_mode():
             pred = method.predict(x, gens).float().cpu().numpy()  # [b,C,h,w]
         for i, p in zip(idx, pred):
@@ -182,15 +206,16 @@ def write_outputs(folder: Path, name: str, pred: np.ndarray, cfg: PredictConfig)
 def predict(cfg: PredictConfig, inputs: list[str], output: Optional[str] = None,
             progress: bool = True) -> dict:
     """Predict every image of ``inputs``; returns {"folder", "written", "skipped", "ignored"} (names / paths)."""
-    if cfg.task not in ("depth", "normals"):
-        raise ValueError(f"unknown task {cfg.task!r}; expected depth or normals")
-    images, ignored = collect_inputs(inputs)
+    check_config(cfg)
+    folder = Path(output) if output else default_output(cfg)
+    if folder.exists() and not folder.is_dir():
+        raise FileExistsError(f"--output {folder} is a file; choose a folder for the maps")
+    images, ignored = collect_inputs(inputs, folder)
     options = RunOptions(steps=cfg.steps, eta=cfg.eta, device=cfg.device, dtype=cfg.dtype)
     method = build_method(cfg.method, cfg.task, options)
     if method.reads_saved_predictions:
         raise ValueError(f"{cfg.method} reads saved predictions and cannot predict new images; choose a model, "
                          f"e.g. --method dpbridge_tiny")
-    folder = Path(output) if output else default_output(cfg)
     todo, done = split_done(images, folder, cfg.task)
     res = cfg.processing_res if cfg.processing_res is not None else method.contract.processing_res
     claim_output(folder, cfg, json.loads(json.dumps({"method": method.describe(), "processing_res": res})))

@@ -30,6 +30,7 @@ class OutputContract:
     default_steps: Optional[int] = None
     processing_res: int = 0
     size_multiple: int = 1  # input height and width must be multiples of this (latent downsampling)
+    min_size: int = 1  # smallest input side: below it the deepest feature map is less than one pixel on that side
 
 
 @dataclass(frozen=True)

@@ -124,7 +124,8 @@ class Marigold(Method):
         kind = "normals" if self.task == "normals" else self.pipe.config.prediction_type
         kind = "disparity" if kind == "disparity" else kind
         return OutputContract(kind=kind, affine_invariant=kind != "normals", stochastic=True,
-                              default_steps=self.steps, processing_res=self.processing_res, size_multiple=8)
+                              default_steps=self.steps, processing_res=self.processing_res, size_multiple=8,
+                              min_size=8 * 2 ** (len(self.pipe.unet.config.block_out_channels) - 1))
 
     def predict(self, rgb: torch.Tensor, generators: list[torch.Generator]) -> torch.Tensor:
         """rgb [B,3,H,W] in [-1,1] -> depth / disparity [B,1,H,W] in [0,1] or unit normals [B,3,H,W]."""

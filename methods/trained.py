@@ -73,7 +73,8 @@ class TrainedMethod(Method):
         kind = "normals" if self.task == "normals" else "depth"
         return OutputContract(kind=kind, affine_invariant=kind == "depth", stochastic=True,
                               default_steps=self.model.cfg.default_steps, processing_res=self.model.cfg.processing_res,
-                              size_multiple=self.model.latent_factor)
+                              size_multiple=self.model.latent_factor,
+                              min_size=getattr(self.model, "size_multiple", self.model.latent_factor))
 
     def predict(self, rgb: torch.Tensor, generators: list[torch.Generator]) -> torch.Tensor:
         device = torch.device(self.options.device)

@@ -138,3 +138,32 @@ def test_a_nan_prediction_names_the_image(images, tmp_path, monkeypatch):
         (rgb.shape[0], 1, *rgb.shape[2:]), float("nan")))
     with pytest.raises(ValueError, match="NaN or inf for a"):
         predict(PredictConfig(method="ramp"), [str(images / "a.png")], str(tmp_path / "out"), progress=False)
+
+
+@pytest.mark.parametrize("field, value, refusal", [("batch_size", 0, "--batch-size must be >= 1"),
+                                                   ("batch_size", -1, "--batch-size must be >= 1"),
+                                                   ("steps", 0, "--steps must be >= 1"),
+                                                   ("processing_res", -5, "--processing-res must be >= 0")])
+def test_settings_that_cannot_run_are_refused_before_anything_is_recorded(images, tmp_path, field, value, refusal):
+    with pytest.raises(ValueError, match=refusal):
+        predict(PredictConfig(method="dpbridge_tiny", **{field: value}), [str(images)], str(tmp_path / "out"),
+                progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_output_folder_inside_the_inputs_is_not_read_back(images):
+    out = images / "maps"
+    first = predict(PredictConfig(method="ramp"), [str(images)], str(out), progress=False)
+    again = predict(PredictConfig(method="ramp"), [str(images)], str(out), progress=False)
+    assert sorted(first["written"]) == ["a", "sub/b"] and again["written"] == [] and sorted(again["skipped"]) == [
+        "a", "sub/b"]
+    elsewhere = predict(PredictConfig(method="ramp", seed=1), [str(images)], str(images.parent / "o2"),
+                        progress=False)  # earlier predictions (a predict.json folder) are not photos either
+    assert sorted(elsewhere["written"]) == ["a", "sub/b"]
+
+
+def test_an_image_too_small_for_the_network_is_named_with_the_fix(images, tmp_path):
+    with pytest.raises(ValueError, match=r"cannot process a at 4x4: its network needs at least 16 px a side; use a "
+                                         r"larger --processing-res \(the method's own is 64\)"):
+        predict(PredictConfig(method="dpbridge_tiny", steps=1, processing_res=3), [str(images / "a.png")],
+                str(tmp_path / "out"), progress=False)

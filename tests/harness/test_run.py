@@ -281,3 +281,9 @@ def test_an_unreadable_cached_prediction_is_named_with_the_fix(tmp_path):
     broken.write_bytes(b"\x93NUMPY truncated")
     with pytest.raises(ValueError, match=f"{broken.name}: unreadable cached prediction.*delete it"):
         run(cfg, str(folder), progress=False)
+
+
+def test_a_processing_resolution_too_small_for_the_network_names_the_samples_and_the_fix(tmp_path):
+    cfg = RunConfig(methods=("dpbridge_tiny",), datasets=("synthetic",), steps=1, count=2, processing_res=3)
+    with pytest.raises(ValueError, match=r"cannot process test/00000, test/00001 at 4x4: .*at least 16 px"):
+        run(cfg, str(tmp_path / "r"), progress=False)
