@@ -22,14 +22,13 @@ from typing import Optional
 
 import numpy as np
 
-from harness.align import align_depth
 from harness.compare import same_images
 from harness.evaluate import safe_name
 from harness.metrics import angular_error_deg
 from harness.pictures import ERROR_COLORMAP, colorize, normals_to_rgb8
 from harness.registry import build_method, method_class, parse_method_spec
 from harness.runio import read_jsonl
-from harness.scoring import resize_to
+from harness.scoring import aligned_depth, resize_to
 
 DEFAULT_RANDOM = 4
 RANK_METRIC = {"depth": "abs_rel", "normals": "mean"}  # lower is better for both
@@ -170,7 +169,7 @@ def depth_panels(sample, spec, preds: list[Optional[np.ndarray]], alignments: li
             continue
         full = resize_to(pred, *gt.shape)[0]
         if valid.sum() >= 2:
-            aligned, _ = align_depth(full, gt, valid, alignment, spec.clip_min, spec.clip_max, sample=sample.id)
+            aligned, _ = aligned_depth(pred, sample, spec, alignment)  # as scored (ETH3D's subsampled fit too)
             maps.append(colorize(scale(aligned), DEPTH_COLORMAP))
             err = np.where(valid, np.abs(aligned - gt) / np.where(valid, gt, 1.0), 0.0)
         else:  # nothing to align to: show the raw prediction's own range
@@ -214,13 +213,16 @@ def make_figures(runs: list[str], cfg: FigureConfig, output: Optional[str] = Non
         raise ValueError(f"--datasets {', '.join(unknown)}: not in every run; the runs share {', '.join(shared)}")
     shared = [d for d in shared if d in cfg.datasets] if cfg.datasets else shared
     folder = Path(output) if output else runs[0] / "figures"
-    written = []
+    paths = {name: folder / f"{name}_{cfg.size}.png" for name in shared}
+    existing = [str(p) for p in paths.values() if p.exists()]
+    if existing and not cfg.overwrite:  # every target checked before any is drawn
+        raise FileExistsError(f"{', '.join(existing)} exist(s); pass --overwrite to replace or choose another --output")
     for name in shared:
-        path = folder / f"{name}_{cfg.size}.png"
-        if path.exists() and not cfg.overwrite:
-            raise FileExistsError(f"{path} exists; pass --overwrite to replace it or choose another --output")
         for r, m in zip(runs[1:], manifests[1:]):  # the same ids must be the same images
             same_images(name, manifests[0], m, runs[0], r)
+    written = []
+    for name in shared:
+        path = paths[name]
         datasets = [run_datasets(m)[name] for m in manifests]
         cells = [c for r, m in zip(runs, manifests) for c in run_cells(r, m, name)]
         label_cells(cells)

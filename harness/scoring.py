@@ -35,15 +35,20 @@ def resize_to(pred: np.ndarray, height: int, width: int) -> np.ndarray:
     return F.interpolate(t, size=(height, width), mode="bilinear", align_corners=False, antialias=True)[0].numpy()
 
 
+def aligned_depth(pred: np.ndarray, sample: Sample, spec: DatasetSpec, alignment: str) -> tuple[np.ndarray, dict]:
+    """pred [1,h,w] -> ([H,W] at GT resolution, aligned to the GT as the protocol fits it; the fit's info)."""
+    h, w = sample.depth.shape
+    full = resize_to(pred, h, w)[0]
+    stride = stride_for_max_side((h, w), spec.fit_max_side) if spec.fit_max_side else None  # ETH3D: 1024
+    return align_depth(full, sample.depth, sample.valid, alignment, spec.clip_min, spec.clip_max, stride,
+                       sample=sample.id)
+
+
 def score_depth(pred: np.ndarray, sample: Sample, spec: DatasetSpec, alignment: str) -> dict:
     """pred [1,h,w] at processing resolution -> row of depth metrics plus the fitted scale/shift."""
     if not np.isfinite(pred).all():
         raise ValueError(f"sample {sample.id}: the prediction contains NaN or inf")
-    h, w = sample.depth.shape
-    full = resize_to(pred, h, w)[0]
-    stride = stride_for_max_side((h, w), spec.fit_max_side) if spec.fit_max_side else None  # ETH3D: 1024
-    aligned, info = align_depth(full, sample.depth, sample.valid, alignment, spec.clip_min, spec.clip_max,
-                                stride, sample=sample.id)
+    aligned, info = aligned_depth(pred, sample, spec, alignment)
     row = depth_metrics(aligned, sample.depth, sample.valid, sample=sample.id)
     row.update(scale=info["scale"], shift=info["shift"], n_valid=int(sample.valid.sum()))
     return row

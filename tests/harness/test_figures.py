@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from harness import figures
+from harness import figures, pictures
 from harness.figure_layout import SIZES
 from harness.figures import FigureConfig, NoCachedPredictions, make_figures, select_ids
 from harness.registry import method_class
@@ -111,3 +111,32 @@ def test_runs_that_read_the_same_ids_from_different_images_are_refused(tiny_run,
     other, _ = run(cfg, str(tmp_path / "w"), progress=False)
     with pytest.raises(ValueError, match=r"read synthetic with different settings \(seed: 0 -> 5\)"):
         make_figures([str(tiny_run), str(other)], FigureConfig(random=1), str(tmp_path / "f"))
+
+
+def test_one_existing_png_stops_the_call_before_any_other_is_drawn(tiny_run, tmp_path):
+    out = tmp_path / "f"
+    out.mkdir()
+    (out / "synthetic_normals_column.png").write_bytes(b"mine")
+    with pytest.raises(FileExistsError, match="synthetic_normals_column.png exist"):
+        make_figures([str(tiny_run)], FigureConfig(ids=("test/00001",)), str(out))
+    assert sorted(p.name for p in out.iterdir()) == ["synthetic_normals_column.png"]
+
+
+def test_a_depth_panel_is_aligned_as_the_sample_was_scored():
+    from dataclasses import replace
+
+    from harness.dataroots import build_with_root
+    from harness.scoring import aligned_depth
+
+    ds = build_with_root("synthetic", None)
+    sample = ds.load(ds.ids()[0])
+    pred = np.random.default_rng(0).random((1, 64, 64)).astype(np.float32) + 0.5
+    panels = {}
+    for side in (None, 8):  # 8: a subsampled fit, as ETH3D's (fit_max_side 1024)
+        spec = replace(ds.spec, fit_max_side=side)
+        panels[side] = figures.depth_panels(sample, spec, [pred], ["least_squares"])[1][0]
+        aligned, _ = aligned_depth(pred, sample, spec, "least_squares")
+        lo, hi = sample.depth[sample.valid].min(), sample.depth[sample.valid].max()
+        expected = figures.colorize(np.clip((aligned - lo) / (hi - lo), 0, 1), pictures.DEPTH_COLORMAP)
+        assert np.array_equal(panels[side], expected)
+    assert not np.array_equal(panels[None], panels[8])  # the stride changes the fit, so the figure must follow it
