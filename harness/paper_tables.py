@@ -66,11 +66,26 @@ def load_runs(runs: Iterable[str]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
+SUMMARY_COLUMNS = ("method", "dataset", "metric", "value")  # what a summary.csv must have to enter a table
+
+
 def read_summary(path: Path) -> pd.DataFrame:
+    """A run's summary.csv (or robustness.csv); refuses, naming the file, one that is empty, not CSV, or lacks
+    the columns the tables read."""
     try:
-        return pd.read_csv(path)
+        df = pd.read_csv(path)
     except pd.errors.EmptyDataError:
         raise ValueError(f"{path} is empty: run the run's command again to rewrite it") from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} is not a summary CSV ({str(err).splitlines()[0]}); give a run folder or its "
+                         f"summary.csv") from None
+    missing = [c for c in SUMMARY_COLUMNS if c not in df.columns]
+    if missing:
+        raise ValueError(f"{path} lacks the column(s) {', '.join(missing)} of a summary written by `python -m harness "
+                         f"run`; give a run folder or its summary.csv")
+    if df.empty:
+        raise ValueError(f"{path} holds no rows: run the run's command again to rewrite it")
+    return df
 
 
 def measured_settings(n: int, measured: pd.DataFrame) -> list[str]:
@@ -149,15 +164,17 @@ def measured_rows(n: int, measured: pd.DataFrame, columns: list[tuple[str, str]]
 
 def _labels(entries: pd.DataFrame) -> list[str]:
     """"<method>[ [variant]] (measured)" per (run, method, variant, steps), qualified by steps and then by run
-    name only where labels would otherwise collide."""
+    name only where labels would otherwise collide, and by each only where it tells them apart."""
     base = [m if v == "default" else f"{m} [{v}]" for m, v in zip(entries["method"], entries["variant"])]
     quals = [[] for _ in base]
     for column in ("steps", "run"):
         labels = pd.Series([b + "".join(q) for b, q in zip(base, quals)])
         if not labels.duplicated(keep=False).any():
             break
-        for i in labels[labels.duplicated(keep=False)].index:
-            quals[i].append(f", {column}={entries[column].iloc[i]}")
+        for _, clash in labels[labels.duplicated(keep=False)].groupby(labels):
+            if entries[column].iloc[clash.index].nunique() > 1:  # only a column that tells the clashing rows apart
+                for i in clash.index:
+                    quals[i].append(f", {column}={entries[column].iloc[i]}")
     return [f"{b} (measured{''.join(q)})" for b, q in zip(base, quals)]
 
 

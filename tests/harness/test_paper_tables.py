@@ -1,5 +1,6 @@
 """Published tables (results/paper/*.csv), Avg. Rank (math.md section 7) and the `tables` subcommand."""
 import math
+import re
 
 import numpy as np
 import pandas as pd
@@ -130,3 +131,25 @@ def test_tables_name_the_measured_settings_refuse_to_overwrite_and_name_runs_the
     (tmp_path / "empty" / "summary.csv").write_text("")
     assert main(["tables", str(tmp_path / "empty"), "--output", str(tmp_path / "t2")]) == 2
     assert "empty" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("text, refusal", [("dataset,value\nnyuv2,0.1\n", r"lacks the column\(s\) method, metric"),
+                                           ("method,dataset,metric,value\n", "holds no rows"),
+                                           ("method,dataset\nm,d\nm,d,x,y,z\n", "is not a summary CSV")])
+def test_a_summary_the_tables_cannot_read_is_named_with_the_fix(tmp_path, capsys, text, refusal):
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "summary.csv").write_text(text)
+    assert main(["tables", str(tmp_path / "r"), "--output", str(tmp_path / "t")]) == 2
+    err = capsys.readouterr().err
+    assert str(tmp_path / "r" / "summary.csv") in err and re.search(refusal, err)
+
+
+def test_measured_labels_are_qualified_only_by_what_tells_them_apart():
+    from harness.paper_tables import _labels
+
+    entries = pd.DataFrame({"method": ["m", "m", "m"], "variant": ["default"] * 3, "steps": [10, 10, 50],
+                            "run": ["a", "b", "a"]})
+    assert _labels(entries) == ["m (measured, steps=10, run=a)", "m (measured, steps=10, run=b)",
+                                "m (measured, steps=50)"]
+    same_steps = entries.assign(steps=10).iloc[:2]
+    assert _labels(same_steps) == ["m (measured, run=a)", "m (measured, run=b)"]
