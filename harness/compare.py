@@ -145,7 +145,8 @@ def compare(run_a: Path, run_b: Path, method_a: Optional[str] = None, method_b: 
     rows, skipped = [], []
     for ds in datasets:
         same_images(ds, manifest_a, manifest_b, run_a, run_b)
-        absent = [f"{m} not in {run} there" for m, cells, run in ((method_a, cells_a, run_a), (method_b, cells_b, run_b))
+        named = ((method_a, cells_a, run_a), (method_b, cells_b, run_b))
+        absent = [f"{m} not in {run} there" for m, cells, run in named
                   if m is not None and (m, ds) not in cells and any(c == m for c, _ in cells)]
         if absent:  # a named method that serves another task of the runs (e.g. a depth-only one beside normals)
             skipped.append(f"{ds} ({'; '.join(absent)})")

@@ -147,10 +147,10 @@ def quality(method, dataset, samples, preds) -> tuple[str, float, float, float]:
 
 
 COLUMNS = ("method", "dataset", "task", "steps", "height", "width", "n_images", "n_batches", "batch_size",
-           "warmup_batches", "latency_median_ms", "latency_p90_ms", "ms_per_step", "images_per_s", "cpu_median_ms", "peak_memory_mib",
-           "peak_memory_kind", "metric", "value", "ci_low", "ci_high", "device", "dtype", "channels_last", "compile",
-           "bmm_attention", "checkpoint", "weights_fingerprint", "torch_threads", "git_commit",
-           "measured_at")  # of latency.csv, one row per cell; batch_size and warmup_batches as they ran
+           "warmup_batches", "latency_median_ms", "latency_p90_ms", "ms_per_step", "images_per_s", "cpu_median_ms",
+           "peak_memory_mib", "peak_memory_kind", "metric", "value", "ci_low", "ci_high", "device", "dtype",
+           "channels_last", "compile", "bmm_attention", "checkpoint", "weights_fingerprint", "torch_threads",
+           "git_commit", "measured_at")  # of latency.csv, one row per cell; batch_size and warmup_batches as they ran
 FEW_BATCHES = 5  # fewer timed batches than this: the p90 is close to the slowest batch, and the table says so
 CELLS_FILE = "cells.jsonl"  # one row per measured (method, dataset, steps) cell, appended as each finishes
 STUDY_CONFIG_FILE = "study_config.json"
@@ -272,10 +272,10 @@ def sampling_method(name: str, task: str, cfg: LatencyConfig):
 
 
 def check_step_counts(cfg: LatencyConfig, tasks: set[str]) -> dict[tuple, dict]:
-    """Refuse, before any cell is measured, a method without sampling steps, or a step count outside a method's schedule (``use_steps`` says which); returns (method, task) -> the
-    method's describe() (checkpoint, weights fingerprint). Each method is built once per task for this and let
-    go, so a late step count of a late method cannot stop a study half-way with cells it would then refuse to
-    resume."""
+    """Refuse, before any cell is measured, a method without sampling steps, or a step count outside a method's
+    schedule (``use_steps`` says which); returns (method, task) -> the method's describe() (checkpoint, weights
+    fingerprint). Each method is built once per task for this and let go, so a late step count of a late method
+    cannot stop a study half-way with cells it would then refuse to resume."""
     built = {}
     for name in cfg.methods:
         for task in sorted(tasks & set(method_tasks(name))):
@@ -366,9 +366,9 @@ def write_outputs(folder: Path, cfg: LatencyConfig, table: pd.DataFrame, reused:
         lines.append(f"| {r.method} | {r.dataset} | {r.steps} | {r.latency_median_ms:.1f} | {r.latency_p90_ms:.1f} "
                      f"| {r.ms_per_step:.2f} | {r.images_per_s:.1f} | {r.cpu_median_ms:.1f} | "
                      f"{r.peak_memory_mib:.0f} | {r.metric} {q} |")
-    setting = (f"device {cfg.device} ({record['device_name']}), dtype {cfg.dtype}, batch size {_text(record['batch_size'])}, "
-               f"{threads} torch threads, {_text(record['images_per_cell'])} images per cell after "
-               f"{_text(record['warmup_batches'])} warm-up batch(es); peak memory: "
+    setting = (f"device {cfg.device} ({record['device_name']}), dtype {cfg.dtype}, batch size "
+               f"{_text(record['batch_size'])}, {threads} torch threads, {_text(record['images_per_cell'])} images per "
+               f"cell after {_text(record['warmup_batches'])} warm-up batch(es); peak memory: "
                f"{', '.join(sorted(set(table['peak_memory_kind'])))}")
     few = int(table["n_batches"].min()) if len(table) else 0
     caution = (f"\n\np90 caution: {few} timed batch(es) per cell (fewer than {FEW_BATCHES}): the p90 is about the "

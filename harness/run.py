@@ -158,11 +158,10 @@ def claim_folder_alone(folder: Path, record: dict) -> None:
     if path.is_file():
         previous = json.loads(path.read_text())
         if previous.get("config_key") != record["config_key"] and not same_but_batch(previous, record):
-            change = key_change(previous, record)
+            change = key_change(previous, record) or f"config {previous.get('config_key')}"
             raise FileExistsError(
-                f"{folder} holds results of a run with other settings ({change or 'config ' + str(previous.get('config_key'))}"
-                f", this run {record['config_key']}). Choose another --output or move that folder away; nothing was "
-                f"changed.")
+                f"{folder} holds results of a run with other settings ({change}, this run {record['config_key']}). "
+                f"Choose another --output or move that folder away; nothing was changed.")
         lists = changed_fingerprints(previous, record, "datasets", "list_fingerprint")
         if lists:
             raise FileExistsError(
