@@ -71,10 +71,24 @@ def check_config(cfg: AblateConfig) -> None:
     from harness.registry import method_class
 
     method_class(cfg.method)  # KeyError naming the close matches
+    if not method_class(cfg.method).spec_options:
+        raise ValueError(f"{cfg.method} offers no ablation variants; Table 3 ablates {TINY} or a method with "
+                         f"variants (python -m harness ls methods)")
     if not cfg.steps or any(s < 1 for s in cfg.steps):
         raise ValueError(f"--steps must list step counts >= 1, got {list(cfg.steps)}")
     if cfg.count is not None and cfg.count < 1:
         raise ValueError(f"--count must be >= 1 (leave it out for every sample), got {cfg.count}")
+    if cfg.iterations is not None and cfg.iterations < 1:
+        raise ValueError(f"--iterations must be >= 1 (leave it out for the ablation budget), got {cfg.iterations}")
+    for flag, values in (("--steps", cfg.steps), ("--variants", cfg.variants or ()),
+                         ("--baselines", cfg.baselines or ()), ("--datasets", cfg.datasets or ())):
+        repeated = sorted({str(v) for v in values if list(values).count(v) > 1})
+        if repeated:
+            raise ValueError(f"{flag} names {', '.join(repeated)} more than once")
+    for name in cfg.baseline_rows():
+        if not hasattr(method_class(name), "shipped_checkpoint"):
+            raise ValueError(f"--baselines {name}: not a trained tiny-world model; the baselines are "
+                             f"{', '.join(BASELINES)} (or none)")
 
 
 def method_specs(cfg: AblateConfig) -> list[str]:
@@ -185,9 +199,9 @@ def ablate(cfg: AblateConfig, output: Optional[str] = None, train_missing: bool 
     if not processes().is_main:
         return folder, None
     table = pd.concat(tables, ignore_index=True)
+    found, skipped = claims(folder, cfg.steps, {design[s]["row"] for s in specs})  # before any file is replaced
     atomic_write_text(folder / "table3.csv", table.to_csv(index=False))
     atomic_write_text(folder / "table3.md", render_markdown(table))
-    found, skipped = claims(folder, cfg.steps)
     atomic_write_text(folder / "claims.csv", found.to_csv(index=False))
     atomic_write_text(folder / "claims.md", claims_markdown(found, skipped, dan_caveats(folder, cfg.steps)))
     return folder, table

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Optional
 
 import pandas as pd
 
@@ -56,17 +57,24 @@ def dan_caveats(folder: Path, steps: tuple[int, ...]) -> list[str]:
     return [V_OUTPUT_DAN_CAVEAT.format(rows=", ".join(v_rows))] if v_rows else []
 
 
-def claims(folder: Path, steps: tuple[int, ...]) -> tuple[pd.DataFrame, list[str]]:
+SAME_ON_BOTH_SIDES = ("seed", "eta", "steps", "dtype", "device", "processing_res", "list_fingerprint")
+
+
+def claims(folder: Path, steps: tuple[int, ...], evaluated: Optional[set] = None) -> tuple[pd.DataFrame, list[str]]:
     """Tidy claim rows (steps, claim, metric, a, b, b_minus_a, ci_low, ci_high, b_better, distinguishable) and the
-    claims left out for want of rows."""
+    claims left out for want of rows. ``evaluated``: the rows this call ran (None: every finished row folder);
+    rows left in the folder by earlier calls with other rows are not used. Refuses a claim whose two rows were
+    evaluated with different settings (SAME_ON_BOTH_SIDES), naming them."""
     rows, skipped = [], []
     for n in steps:
         for a, b, question in CLAIMS:
             run_a, run_b = folder / f"steps{n}" / a, folder / f"steps{n}" / b
-            if not ((run_a / "summary.csv").is_file() and (run_b / "summary.csv").is_file()):  # finished runs
+            finished = (run_a / "summary.csv").is_file() and (run_b / "summary.csv").is_file()
+            if not finished or (evaluated is not None and not {a, b} <= evaluated):
                 skipped.append(f"{question} at {n} steps: rows {a} / {b} not evaluated")
                 continue
             table = compare(run_a, run_b)
+            check_same_settings(table, run_a, run_b)
             for r in table[table.metric.isin(CLAIM_METRICS)].to_dict("records"):
                 lower = METRIC_INFO["depth"][r["metric"]].direction == "lower"
                 rows.append({"steps": n, "claim": question, "row_a": a, "row_b": b, "dataset": r["dataset"],
@@ -76,6 +84,15 @@ def claims(folder: Path, steps: tuple[int, ...]) -> tuple[pd.DataFrame, list[str
     return pd.DataFrame(rows, columns=list(CLAIM_COLUMNS)), skipped  # no rows: an empty table, its columns kept
 
 
+def check_same_settings(table: pd.DataFrame, run_a: Path, run_b: Path) -> None:
+    """Refuse a claim between two rows evaluated with different settings (a row left by an earlier call)."""
+    differ = [f"{k}: {table[k + '_a'].iloc[0]} -> {table[k + '_b'].iloc[0]}" for k in SAME_ON_BOTH_SIDES
+              if k + "_a" in table and (table[k + "_a"].astype(str) != table[k + "_b"].astype(str)).any()]
+    if differ:
+        raise ValueError(f"{run_a} and {run_b} were evaluated with different settings ({', '.join(differ)}); "
+                         f"evaluate both with the same settings (or use another --output)")
+
+
 def verdict(row) -> str:
     if not row.distinguishable:
         return "not distinguishable"
@@ -83,17 +100,20 @@ def verdict(row) -> str:
 
 
 def claims_markdown(table: pd.DataFrame, skipped: list[str], caveats: tuple[str, ...] = ()) -> str:
-    """One line per (steps, claim): AbsRel and delta1 of both rows (x100), B - A with its paired interval."""
-    lines = ["| steps | claim (A -> B) | AbsRel ×100 A / B | B - A [95%] | δ1 ×100 A / B | B - A [95%] | holds? |",
-             "|---|---|---|---|---|---|---|"]
-    for (n, claim), cell in table.groupby(["steps", "claim"], sort=False):
+    """One line per (steps, claim[, dataset]): AbsRel and delta1 of both rows (x100), B - A with its paired
+    interval; a dataset column when the claims cover several datasets."""
+    several = table["dataset"].nunique() > 1
+    where = "dataset | " if several else ""
+    lines = [f"| steps | {where}claim (A -> B) | AbsRel ×100 A / B | B - A [95%] | δ1 ×100 A / B | B - A [95%] | "
+             f"holds? |", "|---|---|---|---|---|---|---|" + ("---|" if several else "")]
+    for (n, claim, dataset), cell in table.groupby(["steps", "claim", "dataset"], sort=False):
         m = {r.metric: r for r in cell.itertuples()}
         if not set(CLAIM_METRICS) <= set(m):
             continue
         ab, d1 = m["abs_rel"], m["delta1"]
         fmt = lambda r: f"{100 * r.b_minus_a:+.1f} [{100 * r.ci_low:+.1f}, {100 * r.ci_high:+.1f}]"  # noqa: E731
         holds = verdict(ab) if verdict(ab) == verdict(d1) else f"AbsRel: {verdict(ab)}; δ1: {verdict(d1)}"
-        lines.append(f"| {n} | {claim} ({ab.row_a} -> {ab.row_b}) | {100 * ab.a:.1f} / {100 * ab.b:.1f} | {fmt(ab)} | "
+        lines.append(f"| {n} | {dataset + ' | ' if several else ''}{claim} ({ab.row_a} -> {ab.row_b}) | {100 * ab.a:.1f} / {100 * ab.b:.1f} | {fmt(ab)} | "
                      f"{100 * d1.a:.1f} / {100 * d1.b:.1f} | {fmt(d1)} | {holds} |")
     notes = "".join(f"\n- not measured: {s}" for s in skipped) + "".join(f"\n- {c}" for c in caveats)
     return "\n".join(lines) + "\n" + notes + ("\n" if notes else "")

@@ -209,7 +209,11 @@ def cmd_ablate(args) -> int:
             print(f"{spec:28s} {ABLATION_VARIANTS[option][1] if option else 'baseline / reference'}")
         return 0
     check_config(cfg)  # an unknown method, a bad count or step count: before the data roots are looked for
-    _, roots = resolve_data(cfg.dataset_names(), args)
+    names, roots = resolve_data(cfg.dataset_names(), args)
+    if names != cfg.dataset_names():  # --skip-missing left some out
+        from dataclasses import replace
+
+        cfg = replace(cfg, datasets=tuple(names))
     folder, table = ablate(cfg, args.output, train_missing=args.train, progress=not args.quiet, roots=roots)
     if table is None:  # launched on several processes: the first one prints
         return 0

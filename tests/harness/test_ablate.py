@@ -100,7 +100,12 @@ def test_the_grid_at_scale_starts_from_the_paper_defaults(tmp_path, monkeypatch)
     (["--method", "dpbridge_tinny"], "unknown method 'dpbridge_tinny'"),  # before it asks for NYUv2's data
     (["--steps", "10,abc"], "--steps takes comma-separated integers, got '10,abc'"),
     (["--steps", "0"], "--steps must list step counts >= 1"),
-    (["--count", "-3"], "--count must be >= 1")])
+    (["--count", "-3"], "--count must be >= 1"),
+    (["--iterations", "-5"], "--iterations must be >= 1"),
+    (["--baselines", "constant"], "--baselines constant: not a trained tiny-world model"),
+    (["--variants", "full,full"], "--variants names full more than once"),
+    (["--steps", "1,1"], "--steps names 1 more than once"),
+    (["--method", "i2sb"], "i2sb offers no ablation variants")])
 def test_bad_arguments_are_refused_before_any_work(argv, message, tmp_path, capsys):
     from harness.cli import main
 
@@ -129,3 +134,49 @@ def test_the_dan_caveat_follows_the_rows_parameterisation(tmp_path):
     manifest["methods"]["m__synthetic"]["method_config"]["parameterization"] = "v"
     (tmp_path / "steps10" / "ft_ic" / "manifest.json").write_text(json.dumps(manifest))
     assert dan_caveats(tmp_path, (10,)) == [dan_caveats.__globals__["V_OUTPUT_DAN_CAVEAT"].format(rows="ft_ic")]
+
+
+SHIPPED_ROWS = ["--baselines", "none", "--no-reference", "--count", "2", "--steps", "1", "--batch-size", "2", "--quiet"]
+
+
+def test_claims_use_only_the_rows_of_this_call_and_skip_missing_datasets_are_left_out(tmp_path, capsys,
+                                                                                      monkeypatch):
+    import pandas as pd
+
+    from harness.cli import main
+
+    monkeypatch.delenv("HARNESS_DATA_NYUV2", raising=False)
+    monkeypatch.setenv("HARNESS_DATA_CONFIG", str(tmp_path / "none.conf"))
+    out = str(tmp_path / "a")
+    assert main(["ablate", "--variants", "full,dan_b", "--output", out, *SHIPPED_ROWS]) == 0
+    assert set(pd.read_csv(tmp_path / "a" / "claims.csv").row_a) == {"dan_b"}
+    argv = ["ablate", "--variants", "full", "--datasets", "synthetic,nyuv2", "--skip-missing", "--output", out]
+    assert main(argv + SHIPPED_ROWS) == 0  # nyuv2 has no data here: skipped, not refused
+    assert "skipped nyuv2" in capsys.readouterr().err
+    assert pd.read_csv(tmp_path / "a" / "claims.csv").empty  # dan_b's folder is from the call before
+    assert "not measured: DAN-A beats DAN-B (open choice) at 1 steps" in (tmp_path / "a" / "claims.md").read_text()
+
+
+def test_a_claim_between_rows_of_different_settings_is_refused(tmp_path):
+    from harness.claims import claims
+    from harness.run import RunConfig, run
+
+    for row, seed in (("full", 0), ("dan_b", 1)):
+        cfg = RunConfig(methods=(f"dpbridge_tiny[{row}]",), datasets=("synthetic",), steps=1, count=2, seed=seed)
+        run(cfg, str(tmp_path / "steps1" / row), progress=False)
+    with pytest.raises(ValueError, match=r"different settings \(seed: 1 -> 0\)"):
+        claims(tmp_path, (1,))
+
+
+def test_claims_of_several_datasets_each_get_their_line():
+    import pandas as pd
+
+    from harness.claims import CLAIM_COLUMNS, claims_markdown
+
+    rows = [{"steps": 10, "claim": "DAN helps", "row_a": "ft", "row_b": "ft_dan", "dataset": d, "metric": m,
+             "a": 0.1, "b": b, "b_minus_a": b - 0.1, "ci_low": b - 0.11, "ci_high": b - 0.09, "b_better": b < 0.1,
+             "distinguishable": True} for d, b in (("nyuv2", 0.05), ("kitti", 0.2)) for m in ("abs_rel", "delta1")]
+    text = claims_markdown(pd.DataFrame(rows, columns=list(CLAIM_COLUMNS)), [])
+    assert "| steps | dataset | claim" in text
+    assert "| 10 | nyuv2 | DAN helps (ft -> ft_dan) | 10.0 / 5.0 |" in text
+    assert "| 10 | kitti | DAN helps (ft -> ft_dan) | 10.0 / 20.0 |" in text
