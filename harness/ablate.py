@@ -45,6 +45,10 @@ class AblateConfig:
     seed: int = 0
     batch_size: int = 8
     iterations: Optional[int] = None  # `--train` budget; None: ABLATION_BUDGET (tiny), the method's preset (scale)
+    eta: float = 0.0  # sampler stochasticity of every row (math.md: DDIM eta, an open choice)
+    device: str = "cpu"
+    dtype: str = "float32"
+    processing_res: Optional[int] = None  # None: each dataset's protocol value, else the method's
 
     @property
     def at_scale(self) -> bool:
@@ -191,7 +195,8 @@ def ablate(cfg: AblateConfig, output: Optional[str] = None, train_missing: bool 
     for steps in cfg.steps:
         for spec in specs:  # one run folder per row: rows added later never re-run the others
             run_cfg = RunConfig(methods=(spec,), datasets=cfg.dataset_names(), steps=steps, seed=cfg.seed,
-                                batch_size=cfg.batch_size, count=cfg.count)
+                                batch_size=cfg.batch_size, count=cfg.count, eta=cfg.eta, device=cfg.device,
+                                dtype=cfg.dtype, processing_res=cfg.processing_res)
             _, summary = run(run_cfg, str(folder / f"steps{steps}" / design[spec]["row"]), progress=progress,
                              roots=roots)
             if summary is not None:  # None: launched on several processes and not the first (harness.distributed)
@@ -205,6 +210,10 @@ def ablate(cfg: AblateConfig, output: Optional[str] = None, train_missing: bool 
     atomic_write_text(folder / "claims.csv", found.to_csv(index=False))
     atomic_write_text(folder / "claims.md", claims_markdown(found, skipped, dan_caveats(folder, cfg.steps)))
     return folder, table
+
+
+ROW_SETTINGS = ("dataset", "group", "steps", "metric", "value", "ci_low", "ci_high", "n_samples", "n_failed", "seed",
+                "eta", "dtype", "device", "processing_res", "ensemble_size", "alignment", "list_fingerprint")
 
 
 def table_rows(summary: pd.DataFrame, specs: list[str], design: dict) -> pd.DataFrame:
@@ -221,9 +230,7 @@ def table_rows(summary: pd.DataFrame, specs: list[str], design: dict) -> pd.Data
             raise ValueError(f"the run has no rows for {spec}; its summary holds "
                              f"{sorted(set(zip(keep.method, keep.variant)))}")
         for r in part.to_dict("records"):
-            rows.append({**design[spec], **{k: r[k] for k in ("dataset", "group", "steps", "metric", "value",
-                                                              "ci_low", "ci_high", "n_samples", "seed", "eta",
-                                                              "list_fingerprint")}})
+            rows.append({**design[spec], **{k: r[k] for k in ROW_SETTINGS if k in r}})
     return pd.DataFrame(rows)
 
 
@@ -245,8 +252,9 @@ def render_markdown(table: pd.DataFrame) -> str:
                          f"{first.train_iterations} | " + " | ".join(values.get(c, "-") for c in cols) + " |")
         sizes = df[df.group == "all"].drop_duplicates("dataset")
         counts = ", ".join(f"{d} n = {int(n)}" for d, n in zip(sizes.dataset, sizes.n_samples))
+        where = "".join(f", {c} {df[c].iloc[0]}" for c in ("dtype", "device") if c in df)
         parts.append(f"**{steps} steps** ({counts}, seed "
-                     f"{int(df.seed.iloc[0])}, eta {df.eta.iloc[0]}; ± = half-width of the bootstrap 95% interval "
+                     f"{int(df.seed.iloc[0])}, eta {df.eta.iloc[0]}{where}; ± = half-width of the bootstrap 95% interval "
                      f"over images)\n\n" + "\n".join(lines))
     legend = "\n".join(f"- `{row}`: {about}" for row, about in
                        table.drop_duplicates("row")[["row", "about"]].itertuples(index=False))

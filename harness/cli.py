@@ -201,7 +201,8 @@ def cmd_ablate(args) -> int:
         baselines=() if args.baselines == "none" else (_csv(args.baselines) if args.baselines else None),
         datasets=_csv(args.datasets) if args.datasets else None,
         steps=_ints(args.steps, "--steps") if args.steps else None, count=args.count, seed=args.seed,
-        batch_size=args.batch_size, iterations=args.iterations, reference=not args.no_reference).items()
+        batch_size=args.batch_size, iterations=args.iterations, reference=not args.no_reference, eta=args.eta,
+        device=args.device, dtype=args.dtype, processing_res=args.processing_res).items()
         if v is not None})
     if args.list:
         for spec in method_specs(cfg):

@@ -127,6 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     ab.add_argument("--output", help="folder (default: results/runs/ablate_<method>)")
     ab.add_argument("--list", action="store_true", help="list the rows and stop")
     ab.add_argument("--quiet", action="store_true")
+    add_device_options(ab)
+    add_processing_res_option(ab)
     add_data_options(ab)
 
     b = sub.add_parser("pretrain", help="pretrain the tiny backbone (VAE + UNet) on the tiny world")

@@ -180,3 +180,15 @@ def test_claims_of_several_datasets_each_get_their_line():
     assert "| steps | dataset | claim" in text
     assert "| 10 | nyuv2 | DAN helps (ft -> ft_dan) | 10.0 / 5.0 |" in text
     assert "| 10 | kitti | DAN helps (ft -> ft_dan) | 10.0 / 20.0 |" in text
+
+
+def test_the_rows_carry_the_sampler_and_device_settings_given(tmp_path):
+    import pandas as pd
+
+    from harness.cli import main
+
+    argv = ["ablate", "--variants", "full", "--eta", "0.3", "--processing-res", "32", "--output", str(tmp_path / "a")]
+    assert main(argv + SHIPPED_ROWS) == 0
+    table = pd.read_csv(tmp_path / "a" / "table3.csv")
+    assert set(table.eta) == {0.3} and set(table.processing_res) == {32} and set(table.dtype) == {"float32"}
+    assert set(table.device) == {"cpu"} and "eta 0.3, dtype float32, device cpu" in (tmp_path / "a" / "table3.md").read_text()
