@@ -22,6 +22,7 @@ from typing import Optional
 import torch
 
 POSTERIOR_TIMES = (999, 900, 700, 500, 300, 100, 1)  # DDPM time t (diffusers index k = t - 1)
+WORLD_SEED = 0  # the tiny world's scene seed, as `run` renders it by default (the split picks the scenes)
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,7 @@ def scene_latents(model, task: str, split: str, count: int) -> tuple[torch.Tenso
     from harness.pool import render_pool
     from methods.targets import rgb_to_tensor, target_image
 
-    pool = render_pool(split, count, 0, model.cfg.processing_res, cache=False)
+    pool = render_pool(split, count, WORLD_SEED, model.cfg.processing_res, cache=False)
     target = target_image(task, pool["depth"], pool["normals"], pool["valid"])
     return model.encode(rgb_to_tensor(pool["rgb"])), model.encode(target)
 
@@ -79,8 +80,11 @@ def diagnose(cfg: DiagnoseConfig) -> list[dict]:
     from methods.dpbridge import load_checkpoint
     from methods.fingerprint import weights_fingerprint
 
-    if cfg.count < 1 or cfg.ensemble < 1 or not cfg.steps or not cfg.times:
-        raise ValueError("diagnose needs count >= 1, ensemble >= 1 and at least one step count and one time")
+    bad = [f"{flag} {value}" for flag, value in (("--count", cfg.count), ("--ensemble", cfg.ensemble)) if value < 1]
+    bad += [f"{flag} (empty)" for flag, values in (("--steps", cfg.steps), ("--times", cfg.times)) if not values]
+    if bad:
+        raise ValueError(f"diagnose needs --count >= 1, --ensemble >= 1 and at least one step count and one time; "
+                         f"got {', '.join(bad)}")
     folder = Path(cfg.checkpoint) if cfg.checkpoint else WEIGHTS_DIR / f"dpbridge_tiny_{cfg.task}"
     load_entries()  # every trainable registered, so another method's folder is named as such
     try:
@@ -106,5 +110,6 @@ def diagnose(cfg: DiagnoseConfig) -> list[dict]:
                      "latent_mse": latent_mse(out, x_0)})
     first = rows[max(range(len(cfg.times)), key=lambda i: cfg.times[i])]["latent_mse"]
     settings = {"checkpoint": str(folder), "weights_fingerprint": weights_fingerprint(folder), "task": cfg.task,
-                "split": cfg.split, "count": cfg.count, "eta": cfg.eta, "seed": cfg.seed}
+                "split": cfg.split, "world_seed": WORLD_SEED, "count": cfg.count, "eta": cfg.eta, "seed": cfg.seed,
+                "processing_res": model.cfg.processing_res, "dtype": "float32", "device": "cpu"}
     return [{**row, "ratio_to_first_estimate": row["latent_mse"] / first, **settings} for row in rows]

@@ -56,3 +56,10 @@ def test_cli_names_what_is_wrong_before_any_work(argv, message, capsys, monkeypa
     monkeypatch.setattr(diagnose_module, "scene_latents", None)  # any work would fail on this instead
     assert main(["diagnose", "--count", "2", *argv]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_bad_count_or_ensemble_is_named():
+    with pytest.raises(ValueError, match=r"got --ensemble 0$"):
+        diagnose(DiagnoseConfig(ensemble=0))
+    with pytest.raises(ValueError, match=r"got --count 0, --steps \(empty\)$"):
+        diagnose(DiagnoseConfig(count=0, steps=()))
