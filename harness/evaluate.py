@@ -63,6 +63,18 @@ def processing_size(height: int, width: int, res: int, multiple: int) -> tuple[i
     return (max(multiple, int(round(height / multiple)) * multiple), max(multiple, int(round(width / multiple)) * multiple))
 
 
+def check_inference_settings(steps: Optional[int], batch_size: int, processing_res: Optional[int]) -> None:
+    """Refuse, before any work, a step count or batch size below 1 or a negative processing resolution (None =
+    the default of each)."""
+    if steps is not None and steps < 1:
+        raise ValueError(f"--steps must be >= 1 (leave it out for each method's default), got {steps}")
+    if batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
+    if processing_res is not None and processing_res < 0:
+        raise ValueError(f"--processing-res must be >= 0 (0 = native; leave it out for each benchmark's protocol "
+                         f"value, else the method's own), got {processing_res}")
+
+
 def check_processing_size(method: str, contract, size: tuple[int, int], names: list[str]) -> None:
     """Refuse a processing size (h, w) below the method's ``min_size``: its network would shrink the input below
     one pixel and return a degenerate map (or, at batch 1, fail inside torch)."""

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from harness.evaluate import check_processing_size, prepare_batch, processing_size, sample_seed
+from harness.evaluate import check_inference_settings, check_processing_size, prepare_batch, processing_size, sample_seed
 from harness.pictures import (DEPTH_COLORMAP, IMAGE_SUFFIXES, check_image, colorize, depth_to_uint16, normalise01,
                               normals_to_rgb8, read_rgb, write_png)
 from harness.registry import build_method, parse_method_spec
@@ -65,13 +65,7 @@ def check_config(cfg: PredictConfig) -> None:
     """Refuse settings that cannot run, before anything is read or recorded."""
     if cfg.task not in ("depth", "normals"):
         raise ValueError(f"unknown task {cfg.task!r}; expected depth or normals")
-    if cfg.batch_size < 1:
-        raise ValueError(f"--batch-size must be >= 1, got {cfg.batch_size}")
-    if cfg.steps is not None and cfg.steps < 1:
-        raise ValueError(f"--steps must be >= 1 (leave it out for the method's default), got {cfg.steps}")
-    if cfg.processing_res is not None and cfg.processing_res < 0:
-        raise ValueError(f"--processing-res must be >= 0 (0 = each image's own size; leave it out for the "
-                         f"method's), got {cfg.processing_res}")
+    check_inference_settings(cfg.steps, cfg.batch_size, cfg.processing_res)
 
 
 def prediction_folders(root: Path) -> set[Path]:

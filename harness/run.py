@@ -13,8 +13,8 @@ import pandas as pd
 from harness import manifest as mf
 from harness.distributed import drop_failed_rows, gather, processes, read_rows, require_shared
 from harness.failures import is_failed, nan_stats
-from harness.evaluate import (Pair, SavedPredictionError, check_saved_predictions, evaluate_pairs,
-                              resolved_processing_res)
+from harness.evaluate import (Pair, SavedPredictionError, check_inference_settings, check_saved_predictions,
+                              evaluate_pairs, resolved_processing_res)
 from harness.dataroots import build_with_root, resolve_roots
 from harness.registry import build_method, method_class, method_tasks, parse_method_spec
 from harness.runio import atomic_write_text
@@ -227,15 +227,9 @@ def run(cfg: RunConfig, output: Optional[str] = None, progress: bool = True,
 
 def build_plan(cfg: RunConfig, folder: Path, roots=None) -> list:
     """[(dataset, [Pair per method serving its task])]; unknown names fail before any model is built."""
-    if cfg.steps is not None and cfg.steps < 1:
-        raise ValueError(f"steps must be >= 1 (leave --steps out for each method's default), got {cfg.steps}")
-    if cfg.batch_size < 1:
-        raise ValueError(f"batch size must be >= 1, got {cfg.batch_size}")
+    check_inference_settings(cfg.steps, cfg.batch_size, cfg.processing_res)
     if cfg.count is not None and cfg.count < 1:
         raise ValueError(f"count must be >= 1 (leave --count out for every sample), got {cfg.count}")
-    if cfg.processing_res is not None and cfg.processing_res < 0:
-        raise ValueError(f"processing resolution must be >= 0 (0 = native; leave --processing-res out for each "
-                         f"benchmark's protocol value), got {cfg.processing_res}")
     datasets = [build_dataset(n, cfg, roots) for n in cfg.datasets]
     for n in cfg.methods:  # fail on an unknown name before any compute
         method_class(n)

@@ -241,7 +241,7 @@ def test_processing_res_from_the_command_line_overrides_every_resolution_and_ref
                  "--output", str(out), "--quiet"]) == 0
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["methods"]["ramp__synthetic"]["processing_res"] == 48 and manifest["config"]["processing_res"] == 48
-    with pytest.raises(ValueError, match="processing resolution must be >= 0"):
+    with pytest.raises(ValueError, match="--processing-res must be >= 0"):
         run(RunConfig(methods=("ramp",), datasets=("synthetic",), count=1, processing_res=-1), str(tmp_path / "n"),
             progress=False)
     assert not (tmp_path / "n").exists()
