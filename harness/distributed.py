@@ -55,10 +55,9 @@ class Processes:
             dist.barrier(group=self.group)
 
     def my_batches(self, ids: list[str], batch_size: int, unfinished: Callable[[str], bool]) -> list[list[str]]:
-        """This process' batches of unfinished ids. One process: the unfinished ids in batches. N: the full list
-        cut into batches, batch k to process k mod N, each keeping its unfinished ids (empty ones dropped)."""
-        if self.world_size == 1:
-            return chunks([i for i in ids if unfinished(i)], batch_size)
+        """This process' batches of unfinished ids: the full list cut into batches, batch k to process k mod N, each
+        keeping its unfinished ids (empty ones dropped). A resumed run so cuts the same batches as one that never
+        stopped (on the CPU a network's output depends on the batch it ran in)."""
         mine = chunks(list(ids), batch_size)[self.rank::self.world_size]
         return [b for b in ([i for i in batch if unfinished(i)] for batch in mine) if b]
 

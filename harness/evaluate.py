@@ -205,17 +205,21 @@ def cached_prediction(path: Path) -> np.ndarray:
 
 
 def predictions_for(pair: Pair, samples: list[Sample], seed: int) -> list[np.ndarray]:
-    """Cached [C,h,w] predictions, running the method only on samples without one (then caching them)."""
+    """Cached [C,h,w] predictions, running the method on each same-size group of ``samples`` (one batch) that has a
+    sample without one (then caching those)."""
     if pair.method.reads_saved_predictions:  # already on disk: read them, never cache a copy
         return [saved_prediction(pair, s) for s in samples]
     cached = {s.id: cached_prediction(pair.pred_path(s.id)) for s in samples if pair.pred_path(s.id).is_file()}
-    missing = [s for s in samples if s.id not in cached]
     by_size: dict[tuple[int, int], list[Sample]] = {}
     contract = pair.method.contract
-    for s in missing:
+    for s in samples:
         size = processing_size(*s.rgb.shape[:2], pair.processing_res, contract.size_multiple)
         by_size.setdefault(size, []).append(s)
     for size, group in by_size.items():
+        if all(s.id in cached for s in group):
+            continue
+        # a group with some cached members (a kill while its files were written) is predicted whole: on the CPU
+        # a network's output depends on the batch it ran in, so a smaller batch would not give the same floats
         inputs = group if pair.noise is None else [pair.noise.apply_sample(s, seed) for s in group]
         rgb = prepare_batch(inputs, size)
         gens = [torch.Generator().manual_seed(sample_seed(seed, s.id)) for s in group]
@@ -227,6 +231,8 @@ def predictions_for(pair: Pair, samples: list[Sample], seed: int) -> list[np.nda
         if out.ndim != 4 or out.shape[1] != expected:
             raise ValueError(f"method {pair.method.name} returned shape {out.shape}; expected [B,{expected},h,w]")
         for s, pred in zip(group, out):
+            if s.id in cached:  # kept as first written (the same batch gave the same floats)
+                continue
             cached[s.id] = cache_copy(pred)
             if np.isfinite(pred).all():
                 atomic_save_npy(pair.pred_path(s.id), cached[s.id])

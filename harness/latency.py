@@ -358,7 +358,6 @@ def write_outputs(folder: Path, cfg: LatencyConfig, table: pd.DataFrame, reused:
               "load_average_1_5_15min_at_end": [round(x, 2) for x in os.getloadavg()], "cpu_count": os.cpu_count(),
               "cells_from_an_earlier_session": reused, "latency": __doc__.split("\n\n")[1]}
     atomic_write_text(folder / "manifest.json", json.dumps(record, indent=2) + "\n")
-    table.to_csv(folder / "latency.csv", index=False)
     lines = ["| method | dataset | steps | latency median (ms) | p90 (ms) | ms / step | images/s | CPU time median "
              "(ms) | peak memory (MiB) | quality |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in table.itertuples():
@@ -377,3 +376,4 @@ def write_outputs(folder: Path, cfg: LatencyConfig, table: pd.DataFrame, reused:
                       f"± = half-width of the bootstrap 95% interval; AbsRel ×100, normals in degrees)\n\n"
                       + "\n".join(lines) + caution + "\n")
     plot_latency(table, folder / "latency.png", setting)
+    atomic_write_text(folder / "latency.csv", table.to_csv(index=False))  # last, whole: it marks the study finished

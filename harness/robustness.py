@@ -54,14 +54,14 @@ def robustness(cfg: RunConfig, conditions: list[Condition], output: Optional[str
         return folder, None, None  # launched on several processes (harness.distributed): the first summarises
     record_conditions(folder, conditions, cfg.seed)
     summary = summarize_run(cfg, full)
-    summary.to_csv(folder / "robustness.csv", index=False)
+    atomic_write_text(folder / "robustness.csv", summary.to_csv(index=False))
     table = table4(summary, conditions)
-    table.to_csv(folder / "table4.csv", index=False)
+    atomic_write_text(folder / "table4.csv", table.to_csv(index=False))
     atomic_write_text(folder / "table4.md", table4_markdown(summary, conditions))
     from harness.plots import plot_robustness
 
     plot_robustness(summary, conditions, TABLE_METRICS, folder / "table4.png")
-    paired_to_clean(full).to_csv(folder / "paired.csv", index=False)
+    atomic_write_text(folder / "paired.csv", paired_to_clean(full).to_csv(index=False))
     return folder, summary, table
 
 

@@ -109,8 +109,10 @@ def output_folder(cfg: RunConfig, output: Optional[str]) -> Path:
 
 
 def same_but_batch(previous: dict, record: dict) -> bool:
-    """True when two manifests differ at most in the batch size, which changes no prediction (each sample draws
-    from its own generator): a run stopped by an out-of-memory batch continues with a smaller --batch-size."""
+    """True when two manifests differ at most in the batch size: a run stopped by an out-of-memory batch continues
+    with a smaller --batch-size. Each sample draws from its own generator, so the batch changes a prediction only
+    by float rounding (on the CPU up to about 5e-4 of a map, 1e-6 relative in a metric); manifest.json lists the
+    batch sizes used (batch_sizes_used)."""
     try:
         a, b = (config_key(RunConfig(**{**m["config"], "batch_size": 1})) for m in (previous, record))
     except (KeyError, TypeError):
@@ -220,7 +222,7 @@ def run(cfg: RunConfig, output: Optional[str] = None, progress: bool = True,
     if not gather(folder, [(p.folder, ds.ids()) for ds, pairs in plan for p in pairs]):
         return folder, None  # launched on several processes: the first one summarises
     summary = summarize_run(cfg, plan)
-    summary.to_csv(folder / "summary.csv", index=False)
+    atomic_write_text(folder / "summary.csv", summary.to_csv(index=False))
     atomic_write_text(folder / "summary.md", markdown_tables(summary))
     return folder, summary
 

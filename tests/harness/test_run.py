@@ -287,3 +287,24 @@ def test_a_processing_resolution_too_small_for_the_network_names_the_samples_and
     cfg = RunConfig(methods=("dpbridge_tiny",), datasets=("synthetic",), steps=1, count=2, processing_res=3)
     with pytest.raises(ValueError, match=r"cannot process test/00000, test/00001 at 4x4: .*at least 16 px"):
         run(cfg, str(tmp_path / "r"), progress=False)
+
+
+def test_a_run_killed_while_writing_a_batch_resumes_to_the_same_floats(tmp_path):
+    import json
+
+    cfg = RunConfig(methods=("dpbridge_tiny",), datasets=("synthetic",), steps=2, count=8, batch_size=4)
+    reference, ref_summary = run(cfg, str(tmp_path / "ref"), progress=False)
+    folder, _ = run(cfg, str(tmp_path / "killed"), progress=False)
+    cell = folder / "dpbridge_tiny__synthetic"
+    rows = (cell / "rows.jsonl").read_text().splitlines()
+    (cell / "rows.jsonl").write_text("\n".join(rows[:4]) + "\n")  # the second batch had no row yet
+    for i in (5, 6, 7):  # and only its first prediction file
+        (cell / "pred" / f"test__0000{i}.npy").unlink()
+    (folder / "summary.csv").unlink()
+    _, summary = run(cfg, str(folder), progress=False)
+    for i in range(8):
+        name = f"test__0000{i}.npy"
+        assert (cell / "pred" / name).read_bytes() == (reference / "dpbridge_tiny__synthetic" / "pred" / name).read_bytes()
+    pd.testing.assert_frame_equal(summary, ref_summary)
+    assert [json.loads(r)["id"] for r in (cell / "rows.jsonl").read_text().splitlines()] == [
+        f"test/0000{i}" for i in range(8)]
