@@ -115,7 +115,9 @@ def claims_markdown(table: pd.DataFrame, skipped: list[str], caveats: tuple[str,
         ab, d1 = m["abs_rel"], m["delta1"]
         fmt = lambda r: f"{100 * r.b_minus_a:+.1f} [{100 * r.ci_low:+.1f}, {100 * r.ci_high:+.1f}]"  # noqa: E731
         holds = verdict(ab) if verdict(ab) == verdict(d1) else f"AbsRel: {verdict(ab)}; δ1: {verdict(d1)}"
-        lines.append(f"| {n} | {dataset + ' | ' if several else ''}{claim} ({ab.row_a} -> {ab.row_b}) | {100 * ab.a:.1f} / {100 * ab.b:.1f} | {fmt(ab)} | "
+        place = dataset + " | " if several else ""
+        lines.append(f"| {n} | {place}{claim} ({ab.row_a} -> {ab.row_b}) | {100 * ab.a:.1f} / {100 * ab.b:.1f} | "
+                     f"{fmt(ab)} | "
                      f"{100 * d1.a:.1f} / {100 * d1.b:.1f} | {fmt(d1)} | {holds} |")
     notes = "".join(f"\n- not measured: {s}" for s in skipped) + "".join(f"\n- {c}" for c in caveats)
     if len(table):

@@ -27,7 +27,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from harness.evaluate import check_inference_settings, check_processing_size, prepare_batch, processing_size, sample_seed
+from harness.evaluate import (check_inference_settings, check_processing_size, prepare_batch, processing_size,
+                              sample_seed)
 from harness.pictures import (DEPTH_COLORMAP, IMAGE_SUFFIXES, check_image, colorize, depth_to_uint16, normalise01,
                               normals_to_rgb8, read_rgb, write_png)
 from harness.registry import build_method, parse_method_spec

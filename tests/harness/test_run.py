@@ -304,7 +304,8 @@ def test_a_run_killed_while_writing_a_batch_resumes_to_the_same_floats(tmp_path)
     _, summary = run(cfg, str(folder), progress=False)
     for i in range(8):
         name = f"test__0000{i}.npy"
-        assert (cell / "pred" / name).read_bytes() == (reference / "dpbridge_tiny__synthetic" / "pred" / name).read_bytes()
+        before = (reference / "dpbridge_tiny__synthetic" / "pred" / name).read_bytes()
+        assert (cell / "pred" / name).read_bytes() == before
     pd.testing.assert_frame_equal(summary, ref_summary)
     assert [json.loads(r)["id"] for r in (cell / "rows.jsonl").read_text().splitlines()] == [
         f"test/0000{i}" for i in range(8)]
