@@ -255,8 +255,7 @@ def render_markdown(table: pd.DataFrame) -> str:
         where = "".join(f", {c} {df[c].iloc[0]}" for c in ("dtype", "device") if c in df)
         parts.append(f"**{steps} steps** ({counts}, seed "
                      f"{int(df.seed.iloc[0])}, eta {df.eta.iloc[0]}{where}; ± = half-width of the bootstrap 95% "
-                     f"interval "
-                     f"over images)\n\n" + "\n".join(lines))
+                     f"interval over images)\n\n" + "\n".join(lines))
     legend = "\n".join(f"- `{row}`: {about}" for row, about in
                        table.drop_duplicates("row")[["row", "about"]].itertuples(index=False))
     return "\n\n".join(parts) + "\n\nRows:\n" + legend + "\n"

@@ -296,7 +296,7 @@ def measure_method(name, dataset, samples, steps_list: list[int], cfg: LatencyCo
     res = resolved_processing_res(None, dataset.spec.processing_res, contract.processing_res)
     size = processing_size(*samples[0].rgb.shape[:2], res, contract.size_multiple)
     check_processing_size(name, contract, size, [s.id for s in samples[:1]])
-    rows = {}
+    rows, commit = {}, mf.git_commit()  # one commit for every cell of this call
     for steps in steps_list:
         method.use_steps(steps)
         lat, rate, preds, kind, mib = measure_cell(method, samples, size, cfg)
@@ -306,7 +306,7 @@ def measure_method(name, dataset, samples, steps_list: list[int], cfg: LatencyCo
         info = method.describe()
         row.update(n_images=len(samples), batch_size=batch, warmup_batches=warmup,
                    checkpoint=info.get("checkpoint", "-"), weights_fingerprint=info.get("weights_fingerprint", "-"),
-                   torch_threads=torch.get_num_threads(), git_commit=mf.git_commit())
+                   torch_threads=torch.get_num_threads(), git_commit=commit)
         row["measured_at"] = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         append_jsonl(folder / CELLS_FILE, [row])
         rows[steps] = row

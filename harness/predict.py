@@ -69,24 +69,20 @@ def check_config(cfg: PredictConfig) -> None:
     check_inference_settings(cfg.steps, cfg.batch_size, cfg.processing_res)
 
 
-def prediction_folders(root: Path) -> set[Path]:
-    """Folders under ``root`` that hold this command's outputs (a predict.json): never read as inputs."""
-    return {f.parent for f in root.rglob(SETTINGS_FILE)}
-
-
 def collect_inputs(paths: list[str], output: Optional[Path] = None) -> tuple[list[InputImage], list[Path]]:
     """Files as given (must be images) and image files under folders (recursively, sorted); returns the images
     and the non-image files found in folders (reported, not read). Files in the ``output`` folder, or in any
-    folder of earlier predictions (``prediction_folders``), are not inputs. Raises when a path does not exist,
+    folder of earlier predictions (one holding a predict.json), are not inputs. Raises when a path does not exist,
     when an explicitly named file is not an image, or when two inputs would write the same output names."""
     images, ignored = [], []
     for text in paths:
         p = Path(text)
         if p.is_dir():
-            outputs = prediction_folders(p) | ({output.resolve()} if output is not None else set())
-            outputs = {o.resolve() for o in outputs}
-            for f in sorted(q for q in p.rglob("*") if q.is_file()):
-                if any(o == f.resolve().parent or o in f.resolve().parents for o in outputs):
+            files = sorted(q for q in p.rglob("*") if q.is_file())
+            outputs = {f.parent.resolve() for f in files if f.name == SETTINGS_FILE}
+            outputs |= {output.resolve()} if output is not None else set()
+            for f in files:
+                if outputs & set(f.resolve().parents):
                     continue  # predictions of this command, not photos
                 if f.suffix.lower() in IMAGE_SUFFIXES:
                     images.append(InputImage(f, f.relative_to(p).with_suffix("").as_posix()))
