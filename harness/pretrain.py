@@ -24,6 +24,7 @@ import torch.nn.functional as F
 import harness.pool
 from harness.manifest import device_description, refuse_replacing, settings_change
 from harness.pool import encode_images, render_pool
+from harness.runio import restore_interrupted_swap, write_folder_atomically
 from harness.stage_checkpoint import StageCheckpoints, TrainingClock
 from harness.train import warmup_exponential
 from methods.backbones import TINY_BACKBONE_DIR, TINY_IMAGE_SIZE, new_tiny_backbone, save_backbone
@@ -177,6 +178,7 @@ def pretrain(cfg: PretrainConfig, command: str) -> dict:
     """Pretrain (or resume pretraining) in the run folder, then export the backbone; returns its summary."""
     out = Path(cfg.output or harness.pool.CACHE_DIR / "pretrain" / "tiny_backbone")
     settings = {k: v for k, v in asdict(cfg).items() if k not in NOT_RESULT_SETTINGS}
+    restore_interrupted_swap(Path(cfg.export or TINY_BACKBONE_DIR))
     check_export(Path(cfg.export or TINY_BACKBONE_DIR), settings)  # before any training
     checkpoints = StageCheckpoints(out, STAGES, settings)
     resumed = checkpoints.open()
@@ -215,9 +217,11 @@ def pretrain(cfg: PretrainConfig, command: str) -> dict:
     if resumed is not None:
         summary["resumed_from"] = asdict(resumed)
     log({"stage": "done", **{k: v for k, v in summary.items() if k not in ("config",)}})
-    export = Path(cfg.export or TINY_BACKBONE_DIR)
-    save_backbone(backbone, export, summary)
-    shutil.copy(log_path, export / "training_log.jsonl")
+    def write(into: Path) -> None:
+        save_backbone(backbone, into, summary)
+        shutil.copy(log_path, into / "training_log.jsonl")
+
+    write_folder_atomically(Path(cfg.export or TINY_BACKBONE_DIR), write)  # a kill here leaves the earlier export
     return summary
 
 

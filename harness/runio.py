@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -38,6 +39,36 @@ def atomic_torch_save(obj, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     torch.save(obj, tmp)
     os.replace(tmp, path)
+
+
+def swap_in_folder(tmp: Path, final: Path) -> None:
+    """Replace the folder ``final`` by the finished folder ``tmp``: final is renamed to ``<final>.old``, tmp to final,
+    and the old one removed. A kill between the two renames leaves only ``<final>.old``, which
+    ``restore_interrupted_swap`` puts back."""
+    old = final.with_name(final.name + ".old")
+    if final.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(final, old)
+    os.replace(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def restore_interrupted_swap(final: Path) -> None:
+    """Put back ``<final>.old`` when a kill in ``swap_in_folder`` left it without ``final``."""
+    old = final.with_name(final.name + ".old")
+    if not final.exists() and old.is_dir():
+        os.replace(old, final)
+
+
+def write_folder_atomically(final: Path, write: Callable[[Path], None]) -> None:
+    """``write(folder)`` fills a fresh hidden sibling of ``final``, which then replaces ``final`` whole: a kill while
+    writing leaves ``final`` as it was (or absent), never half written."""
+    restore_interrupted_swap(final)
+    tmp = final.with_name(f".{final.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    write(tmp)
+    swap_in_folder(tmp, final)
 
 
 def drop_torn_tail(path: Path) -> None:

@@ -26,7 +26,7 @@ import torch
 
 from harness.manifest import device_description, refuse_replacing, settings_change, stable_seed, without_unset
 from harness.pool import latent_pool, render_pool
-from harness.runio import keep_jsonl_rows
+from harness.runio import keep_jsonl_rows, restore_interrupted_swap, swap_in_folder, write_folder_atomically
 from harness.weight_ema import WeightEMA
 from methods.backbones import TINY_IMAGE_SIZE, WEIGHTS_DIR, save_module_fp16
 from harness.registry import load_entries
@@ -156,11 +156,7 @@ def _save_state(accelerator, out: Path, record: dict) -> None:
     if not accelerator.is_main_process:
         return
     (tmp / "iteration.json").write_text(json.dumps(record))
-    old = out / "checkpoint.old"
-    if final.exists():
-        os.replace(final, old)
-    os.replace(tmp, final)
-    shutil.rmtree(old, ignore_errors=True)
+    swap_in_folder(tmp, final)  # a kill between its renames leaves checkpoint.old, which the resume puts back
 
 
 def joined_accelerator(cfg: TrainConfig):
@@ -231,10 +227,14 @@ def train(method_cfg, cfg: TrainConfig, command: str, method_name: str = "dpbrid
     folder of the training adapters in ``cfg.datasets`` (`--data-root`; paths, so not a result setting)."""
     check_budget(cfg)
     export_folder = Path(cfg.export or WEIGHTS_DIR / f"{method_name}_{method_cfg.task}")
-    check_export(export_folder, method_cfg, result_settings(cfg))  # before the pool is rendered
     out = Path(cfg.output or Path("cache") / "train" / f"{method_name}_{method_cfg.task}")
-    out.mkdir(parents=True, exist_ok=True)
     accelerator = joined_accelerator(cfg)
+    if accelerator.is_main_process:  # folders a kill left between two renames get their last whole version back
+        restore_interrupted_swap(export_folder)
+        restore_interrupted_swap(out / "checkpoint")
+    accelerator.wait_for_everyone()
+    check_export(export_folder, method_cfg, result_settings(cfg))  # before the pool is rendered
+    out.mkdir(parents=True, exist_ok=True)
     model = trainable_for(method_cfg).build(method_cfg, seed=cfg.seed)
     source = None  # real training adapters, latents encoded on the fly (harness.train_data)
     if cfg.datasets:
@@ -346,8 +346,12 @@ def hash_seed(*parts: int) -> int:
 
 
 def export(unet, model, summary: dict, log_path: Path, folder: Path) -> None:
-    """The shipped checkpoint: fp16 UNet + config + summary + the training log."""
-    save_module_fp16(unet, folder / "unet")
-    save_config(model, folder)
-    (folder / "training_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    shutil.copy(log_path, folder / "training_log.jsonl")
+    """The shipped checkpoint: fp16 UNet + config + summary + the training log, written to a temporary folder that
+    then replaces ``folder`` (a kill mid-export leaves the earlier export, or none, and the resume exports again)."""
+    def write(into: Path) -> None:
+        save_module_fp16(unet, into / "unet")
+        save_config(model, into)
+        (into / "training_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        shutil.copy(log_path, into / "training_log.jsonl")
+
+    write_folder_atomically(folder, write)

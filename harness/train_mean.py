@@ -5,6 +5,7 @@ by a fit with the same settings)."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -58,5 +59,7 @@ def fit_train_mean(task: str, pool_count: int = 4000, seed: int = 0, command: st
     else:
         mean = torch.nn.functional.normalize((images * valid).sum(0), dim=0)  # [3,H,W]
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_file({"mean": mean.to(torch.float16).contiguous()}, str(path), metadata={"summary": json.dumps(summary)})
+    tmp = path.with_name(f".{path.name}.tmp")  # renamed over the export when whole: a kill never leaves half a file
+    save_file({"mean": mean.to(torch.float16).contiguous()}, str(tmp), metadata={"summary": json.dumps(summary)})
+    os.replace(tmp, path)
     return {**summary, "export": str(path)}

@@ -152,3 +152,21 @@ def test_an_export_folder_of_other_settings_is_never_replaced(tmp_path, private_
     with pytest.raises(FileExistsError, match=r"holds a backbone pretrained with other settings \(seed: "):
         pretrain(other, "second")  # e.g. the shipped methods/weights/tiny_backbone
     assert (tmp_path / "bb" / "training_summary.json").read_text() == before and not (tmp_path / "run2").exists()
+
+
+def test_a_kill_during_the_export_leaves_no_half_backbone_and_the_same_command_exports_it(tmp_path, private_cache,
+                                                                                       monkeypatch):
+    cfg = PretrainConfig(**TINY, output=str(tmp_path / "run"), export=str(tmp_path / "bb"))
+    real_copy = pretrain_module.shutil.copy
+
+    def killed(*args, **kwargs):  # the export's last file: the weights are written by then
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pretrain_module.shutil, "copy", killed)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(cfg, "run")
+    monkeypatch.setattr(pretrain_module.shutil, "copy", real_copy)
+    assert not (tmp_path / "bb").exists()  # a half-written backbone would load, or refuse the next export
+    pretrain(cfg, "run")
+    assert load_backbone(tmp_path / "bb").scaling_factor > 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bb", "cache", "run"]

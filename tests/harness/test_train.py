@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -163,3 +164,51 @@ def test_an_export_folder_of_other_settings_is_never_replaced(tmp_path, tiny_bac
     train(method, TrainConfig(**{**cfg.__dict__, "output": str(tmp_path / "o3")}), "test")  # the same: regenerates
     with pytest.raises(ValueError, match="iterations=0: must be >= 1"):
         train(method, TrainConfig(**{**cfg.__dict__, "iterations": 0, "export": str(tmp_path / "e0")}), "test")
+
+
+def test_a_kill_during_the_export_keeps_the_earlier_export_and_the_same_command_exports_again(
+        tmp_path, tiny_backbone_dir, private_cache, monkeypatch):
+    method, cfg = _cfgs(tmp_path, tiny_backbone_dir, iterations=2, output=str(tmp_path / "o"),
+                        export=str(tmp_path / "e"))
+    train(method, cfg, "first")
+
+    def files(folder):
+        return {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+    first = files(tmp_path / "e")
+    again = TrainConfig(**{**cfg.__dict__, "output": str(tmp_path / "o2")})
+    fresh = TrainConfig(**{**again.__dict__, "export": str(tmp_path / "e2")})
+    real_copy = train_module.shutil.copy
+
+    def killed(*args, **kwargs):  # the export's last file: the weights are written by then
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module.shutil, "copy", killed)
+    for each in (again, fresh):
+        with pytest.raises(KeyboardInterrupt):
+            train(method, each, "first")
+    monkeypatch.setattr(train_module.shutil, "copy", real_copy)
+    assert files(tmp_path / "e") == first and not (tmp_path / "e2").exists()  # the earlier export, or none
+    weights = Path("unet") / "diffusion_pytorch_model.safetensors"
+    for each in (fresh, again):  # the finished checkpoint: nothing left to train, exported again
+        train(method, each, "first")
+        exported = Path(each.export)
+        assert (exported / weights).read_bytes() == first[weights]  # the same settings: the same weights
+        assert json.loads((exported / "training_summary.json").read_text())["train_config"]["output"] == each.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "e", "e2", "o", "o2"]  # no temporary folder left
+
+
+def test_a_kill_between_the_checkpoint_renames_resumes_from_that_checkpoint(tmp_path, tiny_backbone_dir,
+                                                                            private_cache):
+    method, cfg = _cfgs(tmp_path, tiny_backbone_dir, iterations=3, checkpoint_every=5)
+    full = TrainConfig(**{**cfg.__dict__, "output": str(tmp_path / "a"), "export": str(tmp_path / "ea")})
+    train(method, full, "test")
+    split = TrainConfig(**{**cfg.__dict__, "output": str(tmp_path / "b"), "export": str(tmp_path / "eb")})
+    train(method, TrainConfig(**{**split.__dict__, "stop_at": 1}), "test")
+    (tmp_path / "b" / "checkpoint").rename(tmp_path / "b" / "checkpoint.old")  # killed before the second rename
+    train(method, split, "test")
+    log = [json.loads(line) for line in (tmp_path / "b" / "training_log.jsonl").read_text().splitlines()]
+    assert [row["iteration"] for row in log if row.get("event") == "start"] == [0, 1]  # not restarted from 0
+    a, b = _weights(tmp_path / "ea"), _weights(tmp_path / "eb")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not (tmp_path / "b" / "checkpoint.old").exists()
