@@ -55,11 +55,11 @@ class Processes:
             dist.barrier(group=self.group)
 
     def my_batches(self, ids: list[str], batch_size: int, unfinished: Callable[[str], bool]) -> list[list[str]]:
-        """This process' batches of unfinished ids: the full list cut into batches, batch k to process k mod N, each
-        keeping its unfinished ids (empty ones dropped). A resumed run so cuts the same batches as one that never
-        stopped (on the CPU a network's output depends on the batch it ran in)."""
+        """This process' batches that hold an unfinished id: the full list cut into batches, batch k to process
+        k mod N, each whole (its finished ids too). A resumed run so predicts the same batches as one that never
+        stopped (on the CPU a network's output depends on the batch it ran in); the caller skips finished ids."""
         mine = chunks(list(ids), batch_size)[self.rank::self.world_size]
-        return [b for b in ([i for i in batch if unfinished(i)] for batch in mine) if b]
+        return [batch for batch in mine if any(unfinished(i) for i in batch)]
 
     def device(self, device: str) -> str:
         """``cuda`` -> this process' own GPU (``cuda:<local rank>``) when several were launched; else unchanged."""
@@ -130,10 +130,16 @@ def read_rows(folder: Path) -> list[dict]:
 def drop_failed_rows(folder: Path) -> int:
     """Rewrite every row file of ``folder`` without its failed rows (harness.failures), so a resumed run loads,
     predicts and scores those samples again; returns how many rows were dropped."""
+    return drop_rows(folder, lambda row: bool(row.get("failed")))
+
+
+def drop_rows(folder: Path, drop: Callable[[dict], bool]) -> int:
+    """Rewrite every row file of ``folder`` without the rows ``drop`` accepts (a resumed run scores those samples
+    again); returns how many rows were dropped."""
     dropped = 0
     for path in [folder / ROWS, *shard_files(folder)]:
         rows = read_jsonl(path)
-        kept = [r for r in rows if not r.get("failed")]
+        kept = [r for r in rows if not drop(r)]
         if len(kept) < len(rows):
             atomic_write_text(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept))
             dropped += len(rows) - len(kept)

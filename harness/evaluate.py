@@ -136,14 +136,16 @@ def evaluate_pairs(pairs: list[Pair], dataset: Dataset, seed: int, batch_size: i
     batches = processes().my_batches(ids, batch_size, lambda i: any(i not in done[id(p)] for p in pairs))
     bar = tqdm(batches, desc=f"{dataset.name}", unit="batch", disable=not progress, leave=False)
     keep_going = any(p.continue_on_error for p in pairs)
-    load = lambda ids: [load_or_fail(dataset, i, keep_going) for i in ids]  # noqa: E731  Sample, or a failed row
+    finished = lambda i: all(i in done[id(p)] for p in pairs)  # noqa: E731  loaded only to be predicted beside
+    # the others of its batch: one that fails to load (recorded as failed earlier) does not stop the run
+    load = lambda ids: [load_or_fail(dataset, i, keep_going or finished(i)) for i in ids]  # noqa: E731
     for batch_ids, loaded in batches_loaded(bar, load, background_loading):
         samples = [s for s in loaded if isinstance(s, Sample)]
         for pair in pairs:
             failed = [r for r in loaded if isinstance(r, dict) and r["id"] not in done[id(pair)]]
             pending = [s for s in samples if s.id not in done[id(pair)]]
             if pending or failed:
-                scored = score_pending(pair, pending, seed) if pending else []
+                scored = score_pending(pair, pending, seed, batch=samples) if pending else []
                 append_jsonl(rows_path(pair.folder), failed + scored)  # this process' row file
         if on_batch:
             on_batch()
@@ -153,11 +155,14 @@ def finished_ids(pair: Pair) -> set[str]:
     return {r["id"] for r in read_rows(pair.folder)}  # every process' rows (harness.distributed)
 
 
-def score_pending(pair: Pair, samples: list[Sample], seed: int) -> list[dict]:
-    """Predict (or reuse cached predictions) and score; returns one row per sample."""
-    preds = predictions_for(pair, samples, seed)
+def score_pending(pair: Pair, samples: list[Sample], seed: int, batch: Optional[list[Sample]] = None) -> list[dict]:
+    """Predict (or reuse cached predictions) and score ``samples``; returns one row per sample. ``batch``: the
+    loaded batch they belong to, predicted as in a run that never stopped (a resume that scores some of its
+    samples again, their predictions gone, gets the floats of that batch, not of a smaller one)."""
+    whole = samples if batch is None or pair.method.reads_saved_predictions else batch
+    by_id = dict(zip([s.id for s in whole], predictions_for(pair, whole, seed, {s.id for s in samples})))
     rows = []
-    for s, pred in zip(samples, preds):
+    for s, pred in ((s, by_id[s.id]) for s in samples):
         group = str(s.meta.get("scene_type", ""))
         try:
             if pair.dataset.spec.task == "depth":
@@ -204,9 +209,11 @@ def cached_prediction(path: Path) -> np.ndarray:
                          f"to recompute it") from None
 
 
-def predictions_for(pair: Pair, samples: list[Sample], seed: int) -> list[np.ndarray]:
+def predictions_for(pair: Pair, samples: list[Sample], seed: int,
+                    scored: Optional[set[str]] = None) -> list[np.ndarray]:
     """Cached [C,h,w] predictions, running the method on each same-size group of ``samples`` (one batch) that has a
-    sample without one (then caching those)."""
+    sample without one (then caching those). A NaN or inf prediction stops the run (unless --continue-on-error)
+    only for a sample in ``scored`` (default: all), not for one predicted beside them that was recorded already."""
     if pair.method.reads_saved_predictions:  # already on disk: read them, never cache a copy
         return [saved_prediction(pair, s) for s in samples]
     cached = {s.id: cached_prediction(pair.pred_path(s.id)) for s in samples if pair.pred_path(s.id).is_file()}
@@ -236,8 +243,9 @@ def predictions_for(pair: Pair, samples: list[Sample], seed: int) -> list[np.nda
             cached[s.id] = cache_copy(pred)
             if np.isfinite(pred).all():
                 atomic_save_npy(pair.pred_path(s.id), cached[s.id])
-            elif not pair.continue_on_error:  # else never cached, and scoring records it as failed
+            elif not pair.continue_on_error and (scored is None or s.id in scored):
                 raise ValueError(f"method {pair.method.name} predicted NaN or inf for sample {s.id}; {FIX}")
+            # else never cached, and scoring records it as failed
     return [cached[s.id].astype(np.float32) for s in samples]
 
 

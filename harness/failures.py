@@ -5,7 +5,7 @@ A sample fails when its files cannot be decoded or read (ValueError / OSError fr
 is empty or too small to align, or the method's prediction holds NaN or inf. Errors of the code itself (a model
 that raises RuntimeError, a wrong output shape for a whole batch) always stop the run.
 A failed row is ``{"id", "group", "failed": true, "reason"}`` in ``rows.jsonl``; it counts as finished (a resumed
-run does not retry it unless asked: ``--retry-failed``, harness.run.forget_failed_rows), is left out of every
+run does not retry it unless asked: ``--retry-failed``, harness.run.forget_rows_to_redo), is left out of every
 metric and counted in the summary's ``n_failed`` column.
 """
 from __future__ import annotations

@@ -26,7 +26,8 @@ import pandas as pd
 from harness.distributed import gather
 from harness.evaluate import evaluate_pairs
 from harness.perturb import Condition
-from harness.run import RunConfig, build_plan, claim_folder, manifest_record, output_folder, summarize_run
+from harness.run import (RunConfig, build_plan, claim_folder, forget_rows_to_redo, manifest_record, output_folder,
+                         summarize_run)
 from harness.runio import atomic_write_text
 from harness.tables import format_cell, header, list_note, settings_note
 
@@ -48,6 +49,7 @@ def robustness(cfg: RunConfig, conditions: list[Condition], output: Optional[str
     claim_folder(folder, manifest_record(cfg, plan))
     full = [(ds, pairs + [replace(p, folder=p.folder.with_name(f"{p.folder.name}__{c.label}"), noise=c)
                           for c in conditions for p in pairs]) for ds, pairs in plan]
+    forget_rows_to_redo(full, cfg.retry_failed)
     for ds, pairs in full:  # each sample is loaded once per batch for its clean and noisy cells
         evaluate_pairs(pairs, ds, cfg.seed, cfg.batch_size, progress=progress)
     if not gather(folder, [(p.folder, ds.ids()) for ds, pairs in full for p in pairs]):

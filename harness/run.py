@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from harness import manifest as mf
-from harness.distributed import drop_failed_rows, gather, processes, read_rows, require_shared
+from harness.distributed import drop_failed_rows, drop_rows, gather, processes, read_rows, require_shared
 from harness.failures import is_failed, nan_stats
 from harness.evaluate import (Pair, SavedPredictionError, check_inference_settings, check_saved_predictions,
                               evaluate_pairs, resolved_processing_res)
@@ -120,16 +120,30 @@ def same_but_batch(previous: dict, record: dict) -> bool:
     return a == b
 
 
-def forget_failed_rows(plan) -> None:
-    """--retry-failed: the first process drops every cell's failed rows (the others wait), so those samples run
-    again; a sample that still fails stops the run or, with --continue-on-error, is recorded again."""
+def forget_rows_to_redo(plan, retry_failed: bool) -> None:
+    """The first process (the others wait) drops the rows a resumed run must score again: with ``retry_failed``
+    (--retry-failed) every failed row, so those samples run again (one that still fails stops the run or, with
+    --continue-on-error, is recorded again); always, a scored sample of a pooled normals cell whose error map
+    (err/*.npy, which the summary pools) is gone, so it is scored again from its cached prediction."""
     if processes().is_main:
-        for _, pairs in plan:
+        for ds, pairs in plan:
             for pair in pairs:
-                dropped = drop_failed_rows(pair.folder)
-                if dropped:
-                    print(f"{pair.folder.name}: trying {dropped} sample(s) recorded as failed again", file=sys.stderr)
+                if retry_failed:
+                    report(pair, drop_failed_rows(pair.folder), "trying {} sample(s) recorded as failed again")
+                if aggregation_of(ds.spec) == "pooled":
+                    report(pair, drop_rows(pair.folder, error_map_lost(pair)),
+                           "scoring {} sample(s) whose err/*.npy is missing again")
     processes().barrier()
+
+
+def error_map_lost(pair: Pair):
+    """Whether a row of ``pair`` is a scored sample without its error map."""
+    return lambda row: not is_failed(row) and not pair.err_path(row["id"]).is_file()
+
+
+def report(pair: Pair, dropped: int, message: str) -> None:
+    if dropped:
+        print(f"{pair.folder.name}: {message.format(dropped)}", file=sys.stderr)
 
 
 def claim_folder(folder: Path, record: dict) -> None:
@@ -213,8 +227,7 @@ def run(cfg: RunConfig, output: Optional[str] = None, progress: bool = True,
     record = manifest_record(cfg, plan)
     record["skipped_datasets"] = dict(roots.skipped)  # --skip-missing: name -> why (no data)
     claim_folder(folder, record)
-    if cfg.retry_failed:
-        forget_failed_rows(plan)
+    forget_rows_to_redo(plan, cfg.retry_failed)
     for pair in saved if processes().is_main else []:
         atomic_write_text(pair.folder / "missing.json", json.dumps(list(pair.missing), indent=1) + "\n")
     for ds, pairs in plan:

@@ -1,5 +1,6 @@
 """--continue-on-error: an undecodable GT, an empty valid mask or a NaN prediction becomes a failed row with its
 reason (counted in the summary); without it the run stops naming the sample and the fix."""
+import json
 import numpy as np
 import pandas as pd
 import pytest
@@ -124,3 +125,18 @@ def test_retry_failed_scores_the_samples_fixed_since_and_keeps_the_rest(tmp_path
     summary = pd.read_csv(tmp_path / "r" / "summary.csv")
     overall = summary[(summary.group == "all") & (summary.metric == "abs_rel")]
     assert (overall.n_samples.item(), overall.n_failed.item()) == (3, 1)  # ok, black, truncated; nomask
+
+
+def test_a_resumed_batch_loads_its_recorded_failures_again_without_stopping(tmp_path, capsys):
+    root = broken_folder(tmp_path / "data")
+    args = ["run", "--methods", "ramp", "--datasets", f"folder:{root}", "--output", str(tmp_path / "r"), "--quiet",
+            "--batch-size", "4"]
+    assert main(args + ["--continue-on-error"]) == 0
+    (cell,) = [p for p in (tmp_path / "r").iterdir() if p.is_dir()]
+    rows = read_jsonl(cell / "rows.jsonl")
+    (cell / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows if r["id"] != "ok"))
+    (tmp_path / "r" / "summary.csv").unlink()
+    # "ok" is predicted again in its batch, beside "truncated", which cannot be loaded and is recorded as failed
+    assert main(args) == 0, capsys.readouterr().err
+    after = {r["id"]: r for r in read_jsonl(cell / "rows.jsonl")}
+    assert after["ok"] == next(r for r in rows if r["id"] == "ok") and after["truncated"]["failed"]

@@ -55,8 +55,10 @@ def test_processes_get_the_single_process_batches_dealt_round_robin():
     assert alone == [["s0", "s1"], ["s2", "s3"], ["s4", "s5"], ["s6"]]
     first, second = (Processes(r, 2).my_batches(ids, 2, lambda i: True) for r in (0, 1))
     assert first == [alone[0], alone[2]] and second == [alone[1], alone[3]]
-    # finished samples drop out of their batch, never move to another process
-    assert Processes(1, 2).my_batches(ids, 2, lambda i: i not in {"s2", "s6"}) == [["s3"]]
+    # a batch with an unfinished sample stays whole (the caller skips the finished ones); a finished one drops out,
+    # and no sample moves to another process
+    assert Processes(1, 2).my_batches(ids, 2, lambda i: i not in {"s2", "s6"}) == [["s2", "s3"]]
+    assert Processes(0, 2).my_batches(ids, 2, lambda i: i not in {"s0", "s1", "s5"}) == [["s4", "s5"]]
     assert Processes(0, 2).device("cuda") == "cuda:0" and Processes(1, 2, local_rank=1).device("cuda") == "cuda:1"
     assert Processes().device("cuda") == "cuda" and Processes(1, 2).device("cpu") == "cpu"
 

@@ -309,3 +309,28 @@ def test_a_run_killed_while_writing_a_batch_resumes_to_the_same_floats(tmp_path)
     pd.testing.assert_frame_equal(summary, ref_summary)
     assert [json.loads(r)["id"] for r in (cell / "rows.jsonl").read_text().splitlines()] == [
         f"test/0000{i}" for i in range(8)]
+
+
+def test_a_scored_normals_sample_whose_error_map_is_gone_is_scored_again(tmp_path, capsys):
+    cfg = RunConfig(methods=("ramp",), datasets=("synthetic_normals",), count=6, batch_size=4)
+    folder, before = run(cfg, str(tmp_path / "r"), progress=False)
+    err = folder / "ramp__synthetic_normals" / "err" / "test__00004.npy"
+    kept = err.read_bytes()
+    err.unlink()  # the summary pools every scored sample's error map
+    _, after = run(cfg, str(folder), progress=False)
+    assert "ramp__synthetic_normals: scoring 1 sample(s) whose err/*.npy is missing again" in capsys.readouterr().err
+    assert err.read_bytes() == kept
+    pd.testing.assert_frame_equal(after, before)
+
+
+def test_a_sample_scored_again_without_its_prediction_is_predicted_in_its_batch(tmp_path):
+    cfg = RunConfig(methods=("dpbridge_tiny",), datasets=("synthetic_normals",), steps=2, count=8, batch_size=4)
+    reference, ref_summary = run(cfg, str(tmp_path / "ref"), progress=False)
+    folder, _ = run(cfg, str(tmp_path / "r"), progress=False)
+    cell = folder / "dpbridge_tiny__synthetic_normals"
+    for sub in ("pred", "err"):
+        (cell / sub / "test__00006.npy").unlink()
+    name = "test__00006.npy"
+    _, summary = run(cfg, str(folder), progress=False)  # scored again, beside the cached 4, 5 and 7
+    assert (cell / "pred" / name).read_bytes() == (reference / cell.name / "pred" / name).read_bytes()
+    pd.testing.assert_frame_equal(summary, ref_summary)
