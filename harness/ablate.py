@@ -18,7 +18,7 @@ from typing import Optional
 
 import pandas as pd
 
-from harness.claims import claims, claims_markdown, dan_caveats
+from harness.claims import budget_caveats, claims, claims_markdown, dan_caveats
 from harness.distributed import processes
 from harness.run import RESULTS_DIR, RunConfig, run
 from harness.runio import atomic_write_text
@@ -208,7 +208,9 @@ def ablate(cfg: AblateConfig, output: Optional[str] = None, train_missing: bool 
     atomic_write_text(folder / "table3.csv", table.to_csv(index=False))
     atomic_write_text(folder / "table3.md", render_markdown(table))
     atomic_write_text(folder / "claims.csv", found.to_csv(index=False))
-    atomic_write_text(folder / "claims.md", claims_markdown(found, skipped, dan_caveats(folder, cfg.steps)))
+    budgets = {d["row"]: d["train_iterations"] for d in design.values()}
+    caveats = dan_caveats(folder, cfg.steps) + budget_caveats(found, budgets)
+    atomic_write_text(folder / "claims.md", claims_markdown(found, skipped, caveats))
     return folder, table
 
 

@@ -58,6 +58,18 @@ def dan_caveats(folder: Path, steps: tuple[int, ...]) -> list[str]:
     return [V_OUTPUT_DAN_CAVEAT.format(rows=", ".join(v_rows))] if v_rows else []
 
 
+def budget_caveats(found: pd.DataFrame, iterations: dict) -> list[str]:
+    """A note for every claim whose two rows were trained for different numbers of iterations (``iterations``:
+    row -> its checkpoint's train_config.iterations, None when unrecorded): Table 3 compares equal budgets."""
+    notes = []
+    for a, b, question in dict.fromkeys(zip(found.row_a, found.row_b, found.claim)):
+        if iterations.get(a) != iterations.get(b):
+            notes.append(f"caveat: {question}: {a} was trained for {iterations.get(a)} iterations and {b} for "
+                         f"{iterations.get(b)}, so this claim does not compare equal budgets (retrain one of them "
+                         f"with --set iterations=N)")
+    return notes
+
+
 SAME_ON_BOTH_SIDES = ("seed", "eta", "steps", "dtype", "device", "processing_res", "list_fingerprint")
 
 

@@ -193,3 +193,17 @@ def test_the_rows_carry_the_sampler_and_device_settings_given(tmp_path):
     assert set(table.eta) == {0.3} and set(table.processing_res) == {32} and set(table.dtype) == {"float32"}
     assert set(table.device) == {"cpu"}
     assert "eta 0.3, dtype float32, device cpu" in (tmp_path / "a" / "table3.md").read_text()
+
+
+def test_a_claim_between_rows_of_different_budgets_carries_a_caveat():
+    import pandas as pd
+
+    from harness.claims import budget_caveats
+
+    found = pd.DataFrame({"row_a": ["ft_ic", "ft_ic", "i2sb"], "row_b": ["full", "full", "full"],
+                          "claim": ["DAN helps", "DAN helps", "DPBridge beats I2SB"]})  # two metrics of one claim
+    assert budget_caveats(found, {"ft_ic": 1000, "full": 1000, "i2sb": 1000}) == []
+    notes = budget_caveats(found, {"ft_ic": 1000, "full": 1000, "i2sb": 500})
+    assert notes == ["caveat: DPBridge beats I2SB: i2sb was trained for 500 iterations and full for 1000, so this "
+                     "claim does not compare equal budgets (retrain one of them with --set iterations=N)"]
+    assert budget_caveats(found.iloc[:0], {}) == []
