@@ -132,10 +132,22 @@ def missing_checkpoints(cfg: AblateConfig) -> list[str]:
     return [s for s in method_specs(cfg) if not (checkpoint_of(s) / "trained_config.json").is_file()]
 
 
-def regenerate(specs: list[str], cfg: AblateConfig, train_settings: Optional[dict] = None) -> None:
+def training_sets(cfg: AblateConfig) -> set[str]:
+    """The training adapters `ablate --train` reads: the method's preset's at scale (HyperSim, Virtual KITTI), none
+    for the tiny grid (the tiny world is rendered)."""
+    from harness.train_data import method_train_settings
+
+    if not cfg.at_scale:
+        return set()
+    return {n.strip() for n in method_train_settings(cfg.method, None).get("datasets", "").split(",") if n.strip()}
+
+
+def regenerate(specs: list[str], cfg: AblateConfig, train_settings: Optional[dict] = None,
+               train_roots: Optional[dict] = None) -> None:
     """Train each missing checkpoint (resumable: cache/train/ablation/<method>/<row>): the tiny grid at the
     ablation budget, the grid at scale with the method's preset (the paper's recipe) on HyperSim + Virtual KITTI;
-    ``train_settings``: other TrainConfig fields (tests use tiny batches)."""
+    ``train_settings``: other TrainConfig fields (tests use tiny batches); ``train_roots``: name -> folder of those
+    training sets (`ablate --train --data-root hypersim=PATH`; else the environment or the config file)."""
     from harness.registry import parse_method_spec
     from harness.train import TrainConfig, train
     from harness.train_data import method_train_settings
@@ -150,7 +162,8 @@ def regenerate(specs: list[str], cfg: AblateConfig, train_settings: Optional[dic
         if cfg.budget() is not None:
             settings["iterations"] = cfg.budget()
         settings.update(train_settings or {})
-        train(method_cfg, TrainConfig(**settings), train_command(spec, cfg), method_name=parsed.name)
+        train(method_cfg, TrainConfig(**settings), train_command(spec, cfg), method_name=parsed.name,
+              data_roots=train_roots if backbone is not None else None)
 
 
 def design_columns(spec: str) -> dict:
@@ -177,9 +190,11 @@ def design_columns(spec: str) -> dict:
 
 
 def ablate(cfg: AblateConfig, output: Optional[str] = None, train_missing: bool = False, progress: bool = True,
-           train_settings: Optional[dict] = None, roots=None) -> tuple[Path, Optional[pd.DataFrame]]:
+           train_settings: Optional[dict] = None, roots=None,
+           train_roots: Optional[dict] = None) -> tuple[Path, Optional[pd.DataFrame]]:
     """Evaluate every row at every step count; returns the folder and the tidy Table 3 rows. ``roots``: data roots
-    of the datasets (harness.dataroots), for the grid at scale."""
+    of the datasets (harness.dataroots), for the grid at scale; ``train_roots``: of its training sets
+    (``regenerate``)."""
     check_config(cfg)
     missing = missing_checkpoints(cfg)
     if missing and not train_missing:
@@ -187,7 +202,7 @@ def ablate(cfg: AblateConfig, output: Optional[str] = None, train_missing: bool 
         raise FileNotFoundError(f"{len(missing)} ablation checkpoint(s) missing:\n{lines}\nRun `python -m harness "
                                 f"ablate --train` to train them, or choose rows with --variants / --baselines.")
     if missing:
-        regenerate(missing, cfg, train_settings)
+        regenerate(missing, cfg, train_settings, train_roots)
     folder = Path(output) if output else RESULTS_DIR / "runs" / f"ablate_{cfg.method}"
     specs = method_specs(cfg)
     design = {s: design_columns(s) for s in specs}

@@ -189,8 +189,18 @@ def cmd_train(args) -> int:
     return 0
 
 
+def training_roots_apart(data_root: list, training: set, evaluated: tuple) -> tuple[list, dict]:
+    """(the --data-root pairs of evaluated datasets, name -> path of the training sets'): `ablate --train` at scale
+    takes the roots of its training sets (hypersim=PATH) beside those of the benchmarks it scores."""
+    from datasets.roots import parse_pairs
+
+    pairs = parse_pairs(data_root, "--data-root")
+    train = {n: path for n, path in pairs.items() if n in training}
+    return [f"{n}={path}" for n, path in pairs.items() if n not in train or n in evaluated], train
+
+
 def cmd_ablate(args) -> int:
-    from harness.ablate import AblateConfig, ablate, check_config, method_specs
+    from harness.ablate import AblateConfig, ablate, check_config, method_specs, training_sets
     from methods.ablation import ABLATION_VARIANTS
 
     from harness.dataroots import resolve_data
@@ -210,12 +220,15 @@ def cmd_ablate(args) -> int:
             print(f"{spec:28s} {ABLATION_VARIANTS[option][1] if option else 'baseline / reference'}")
         return 0
     check_config(cfg)  # an unknown method, a bad count or step count: before the data roots are looked for
+    args.data_root, train_roots = training_roots_apart(args.data_root, training_sets(cfg) if args.train else set(),
+                                                       cfg.dataset_names())
     names, roots = resolve_data(cfg.dataset_names(), args)
     if names != cfg.dataset_names():  # --skip-missing left some out
         from dataclasses import replace
 
         cfg = replace(cfg, datasets=tuple(names))
-    folder, table = ablate(cfg, args.output, train_missing=args.train, progress=not args.quiet, roots=roots)
+    folder, table = ablate(cfg, args.output, train_missing=args.train, progress=not args.quiet, roots=roots,
+                           train_roots=train_roots)
     if table is None:  # launched on several processes: the first one prints
         return 0
     print((folder / "table3.md").read_text())

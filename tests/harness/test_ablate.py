@@ -95,6 +95,21 @@ def test_the_grid_at_scale_starts_from_the_paper_defaults(tmp_path, monkeypatch)
     with pytest.raises(FileNotFoundError, match="dpbridge_sd21_depth_ft"):
         ablate(cfg, str(tmp_path / "out"))
 
+    import harness.train
+    from harness.ablate import regenerate, training_sets
+    from harness.cli import training_roots_apart
+
+    assert training_sets(cfg) == {"hypersim", "vkitti"} and training_sets(AblateConfig()) == set()
+    given = ["nyuv2=/d/nyu", "hypersim=/d/hs", "vkitti=/d/vk"]
+    assert training_roots_apart(given, training_sets(cfg), cfg.dataset_names()) == (
+        ["nyuv2=/d/nyu"], {"hypersim": "/d/hs", "vkitti": "/d/vk"})  # the rest goes on to the benchmarks' check
+    assert training_roots_apart(given, set(), cfg.dataset_names()) == (given, {})  # without --train: refused there
+    calls = []
+    monkeypatch.setattr(harness.train, "train", lambda m, c, command, method_name, data_roots: calls.append(
+        (c.datasets, data_roots)))
+    regenerate(["dpbridge_sd21[ft]"], cfg, train_roots={"hypersim": "/d/hs", "vkitti": "/d/vk"})
+    assert calls == [("hypersim,vkitti", {"hypersim": "/d/hs", "vkitti": "/d/vk"})]  # the preset's sets, their roots
+
 
 @pytest.mark.parametrize("argv, message", [
     (["--method", "dpbridge_tinny"], "unknown method 'dpbridge_tinny'"),  # before it asks for NYUv2's data
