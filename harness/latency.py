@@ -240,6 +240,7 @@ def latency_study(cfg: LatencyConfig, output: Optional[str] = None, progress: bo
     check_config(cfg)
     if not processes().is_main:  # launched: timings come from one process on one device; the others stand aside
         return None, None
+    commit = mf.git_commit()  # the code as this call started: the tree may change while it measures
     datasets = [build_with_root(ds_name, roots) for ds_name in cfg.datasets]
     check_every_method_serves(cfg.methods, datasets)
     built = check_step_counts(cfg, {d.spec.task for d in datasets})
@@ -252,10 +253,10 @@ def latency_study(cfg: LatencyConfig, output: Optional[str] = None, progress: bo
             todo = [int(s) for s in cfg.steps if (name, dataset.name, int(s)) not in done]
             if todo and samples is None:
                 samples = [dataset.load(i) for i in dataset.ids()[:cfg.count]]
-            fresh = measure_method(name, dataset, samples, todo, cfg, folder, progress) if todo else {}
+            fresh = measure_method(name, dataset, samples, todo, cfg, folder, progress, commit) if todo else {}
             records += [fresh.get(int(s)) or done[(name, dataset.name, int(s))] for s in cfg.steps]
     table = pd.DataFrame(records, columns=list(COLUMNS))
-    write_outputs(folder, cfg, table, reused=len(done))
+    write_outputs(folder, cfg, table, commit, reused=len(done))
     return folder, table
 
 
@@ -288,15 +289,15 @@ def check_step_counts(cfg: LatencyConfig, tasks: set[str]) -> dict[tuple, dict]:
 
 
 def measure_method(name, dataset, samples, steps_list: list[int], cfg: LatencyConfig, folder: Path,
-                   progress: bool) -> dict[int, dict]:
-    """Measure one method on one dataset at each step count of ``steps_list``, appending each cell's row to the
-    study's cells file as it finishes; {steps: row}."""
+                   progress: bool, commit: str) -> dict[int, dict]:
+    """Measure one method on one dataset at each step count of ``steps_list``, appending each cell's row (with
+    ``commit``, the git commit the call started from) to the study's cells file as it finishes; {steps: row}."""
     method = sampling_method(name, dataset.spec.task, cfg)  # built once: the step counts reuse it
     contract = method.contract
     res = resolved_processing_res(None, dataset.spec.processing_res, contract.processing_res)
     size = processing_size(*samples[0].rgb.shape[:2], res, contract.size_multiple)
     check_processing_size(name, contract, size, [s.id for s in samples[:1]])
-    rows, commit = {}, mf.git_commit()  # one commit for every cell of this call
+    rows = {}
     for steps in steps_list:
         method.use_steps(steps)
         lat, rate, preds, kind, mib = measure_cell(method, samples, size, cfg)
@@ -339,13 +340,13 @@ def _text(value) -> str:
     return ", ".join(map(str, value)) if isinstance(value, list) else "not recorded" if value is None else str(value)
 
 
-def write_outputs(folder: Path, cfg: LatencyConfig, table: pd.DataFrame, reused: int = 0) -> None:
+def write_outputs(folder: Path, cfg: LatencyConfig, table: pd.DataFrame, commit: str, reused: int = 0) -> None:
     from harness.plots import plot_latency
     from harness.tables import format_cell
 
     folder.mkdir(parents=True, exist_ok=True)
     threads = torch.get_num_threads()
-    record = {"config": asdict(cfg), "git_commit": mf.git_commit(), "packages": mf.package_versions(),
+    record = {"config": asdict(cfg), "git_commit": commit, "packages": mf.package_versions(),
               "device": cfg.device, "device_name": mf.device_description(cfg.device), "dtype": cfg.dtype,
               "batch_size": as_run(table, "batch_size"), "batch_size_requested": cfg.batch_size,
               "warmup_batches": as_run(table, "warmup_batches"), "images_per_cell": as_run(table, "n_images"),

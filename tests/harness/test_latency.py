@@ -236,3 +236,15 @@ def test_a_resumed_study_refuses_cells_of_other_weights_or_threads(tmp_path, fie
     with pytest.raises(ValueError, match=refusal):
         latency_study(cfg, str(folder), progress=False)
     assert len((folder / "cells.jsonl").read_text().splitlines()) == 1
+
+
+def test_every_cell_and_the_manifest_record_the_commit_the_call_started_from(tmp_path, monkeypatch):
+    import harness.latency as latency_module
+
+    commits = iter(["c0", "c1+dirty", "c2+dirty", "c3+dirty"])  # the tree edited while the study measures
+    monkeypatch.setattr(latency_module.mf, "git_commit", lambda: next(commits))
+    cfg = LatencyConfig(methods=("dpbridge_tiny",), datasets=("synthetic", "synthetic_normals"), steps=(1,), count=1,
+                        warmup=0)
+    folder, table = latency_study(cfg, str(tmp_path / "lat"), progress=False)
+    assert list(table.git_commit) == ["c0", "c0"]
+    assert json.loads((folder / "manifest.json").read_text())["git_commit"] == "c0"
