@@ -75,8 +75,8 @@ class Cell:
         if not path.is_file():
             raise NoCachedPredictions(
                 f"{self.folder} has no cached prediction for {sample_id} ({path} is missing), so no figure can show "
-                f"it. Cached predictions are written by `python -m harness run`; run the same command again with a "
-                f"new --output (or pick samples of this run with --ids)")
+                f"it. Cached predictions are written by `python -m harness run`: the run's command run again predicts "
+                f"the missing ones of the samples it scored (or pick samples of this run with --ids)")
         try:
             pred = np.load(path, allow_pickle=False).astype(np.float32)
         except (ValueError, OSError, EOFError) as err:

@@ -123,22 +123,28 @@ def same_but_batch(previous: dict, record: dict) -> bool:
 def forget_rows_to_redo(plan, retry_failed: bool) -> None:
     """The first process (the others wait) drops the rows a resumed run must score again: with ``retry_failed``
     (--retry-failed) every failed row, so those samples run again (one that still fails stops the run or, with
-    --continue-on-error, is recorded again); always, a scored sample of a pooled normals cell whose error map
-    (err/*.npy, which the summary pools) is gone, so it is scored again from its cached prediction."""
+    --continue-on-error, is recorded again); always, a scored sample whose cached prediction (pred/*.npy, which
+    `figures` reads) or, in a pooled normals cell, error map (err/*.npy, which the summary pools) is gone, so it is
+    predicted in its batch and scored again, to the same floats."""
     if processes().is_main:
         for ds, pairs in plan:
             for pair in pairs:
                 if retry_failed:
                     report(pair, drop_failed_rows(pair.folder), "trying {} sample(s) recorded as failed again")
-                if aggregation_of(ds.spec) == "pooled":
-                    report(pair, drop_rows(pair.folder, error_map_lost(pair)),
-                           "scoring {} sample(s) whose err/*.npy is missing again")
+                report(pair, drop_rows(pair.folder, files_lost(pair, aggregation_of(ds.spec) == "pooled")),
+                       "scoring {} sample(s) whose pred/*.npy or err/*.npy is missing again")
     processes().barrier()
 
 
-def error_map_lost(pair: Pair):
-    """Whether a row of ``pair`` is a scored sample without its error map."""
-    return lambda row: not is_failed(row) and not pair.err_path(row["id"]).is_file()
+def files_lost(pair: Pair, pooled: bool):
+    """The test of a row of ``pair``: a scored sample without its cached prediction (methods that predict) or,
+    when ``pooled``, its error map."""
+    def lost(row: dict) -> bool:
+        if is_failed(row):
+            return False
+        return ((not pair.method.reads_saved_predictions and not pair.pred_path(row["id"]).is_file())
+                or (pooled and not pair.err_path(row["id"]).is_file()))
+    return lost
 
 
 def report(pair: Pair, dropped: int, message: str) -> None:
