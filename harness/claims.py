@@ -32,7 +32,7 @@ CLAIMS = (
 CLAIM_METRICS = ("abs_rel", "delta1")
 
 
-CLAIM_COLUMNS = ("steps", "claim", "row_a", "row_b", "dataset", "metric", "a", "b", "b_minus_a", "ci_low", "ci_high",
+CLAIM_COLUMNS = ("steps", "claim", "row_a", "row_b", "dataset", "group", "metric", "a", "b", "b_minus_a", "ci_low", "ci_high",
                  "b_better", "distinguishable", "n_samples", "seed", "eta")
 
 
@@ -91,7 +91,7 @@ def claims(folder: Path, steps: tuple[int, ...], evaluated: Optional[set] = None
             for r in table[table.metric.isin(CLAIM_METRICS)].to_dict("records"):
                 lower = METRIC_INFO["depth"][r["metric"]].direction == "lower"
                 rows.append({"steps": n, "claim": question, "row_a": a, "row_b": b, "dataset": r["dataset"],
-                             "metric": r["metric"], "a": r["a"], "b": r["b"], "b_minus_a": r["b_minus_a"],
+                             "group": r["group"], "metric": r["metric"], "a": r["a"], "b": r["b"], "b_minus_a": r["b_minus_a"],
                              "ci_low": r["ci_low"], "ci_high": r["ci_high"],
                              "b_better": (r["b_minus_a"] < 0) == lower, "distinguishable": r["distinguishable"],
                              "n_samples": r["n_samples"], "seed": r["seed_a"], "eta": r["eta_a"]})
@@ -114,20 +114,23 @@ def verdict(row) -> str:
 
 
 def claims_markdown(table: pd.DataFrame, skipped: list[str], caveats: tuple[str, ...] = ()) -> str:
-    """One line per (steps, claim[, dataset]): AbsRel and delta1 of both rows (x100), B - A with its paired
-    interval; a dataset column when the claims cover several datasets."""
-    several = table["dataset"].nunique() > 1
-    where = "dataset | " if several else ""
+    """One line per (steps, claim[, dataset][, group]): AbsRel and delta1 of both rows (x100), B - A with its
+    paired interval; a subset column when the claims cover several datasets or groups (Table 3's columns: in the
+    tiny world its indoor and outdoor halves)."""
+    table = table.assign(group=table["group"].fillna("all") if "group" in table else "all")  # older claims.csv
+    datasets, groups = table["dataset"].nunique() > 1, table["group"].nunique() > 1
+    several = datasets or groups
+    where = "subset | " if several else ""
     lines = [f"| steps | {where}claim (A -> B) | AbsRel ×100 A / B | B - A [95%] | δ1 ×100 A / B | B - A [95%] | "
              f"holds? |", "|---|---|---|---|---|---|---|" + ("---|" if several else "")]
-    for (n, claim, dataset), cell in table.groupby(["steps", "claim", "dataset"], sort=False):
+    for (n, claim, dataset, group), cell in table.groupby(["steps", "claim", "dataset", "group"], sort=False):
         m = {r.metric: r for r in cell.itertuples()}
         if not set(CLAIM_METRICS) <= set(m):
             continue
         ab, d1 = m["abs_rel"], m["delta1"]
         fmt = lambda r: f"{100 * r.b_minus_a:+.1f} [{100 * r.ci_low:+.1f}, {100 * r.ci_high:+.1f}]"  # noqa: E731
         holds = verdict(ab) if verdict(ab) == verdict(d1) else f"AbsRel: {verdict(ab)}; δ1: {verdict(d1)}"
-        place = dataset + " | " if several else ""
+        place = " ".join([dataset] * datasets + [group] * groups) + " | " if several else ""
         lines.append(f"| {n} | {place}{claim} ({ab.row_a} -> {ab.row_b}) | {100 * ab.a:.1f} / {100 * ab.b:.1f} | "
                      f"{fmt(ab)} | "
                      f"{100 * d1.a:.1f} / {100 * d1.b:.1f} | {fmt(d1)} | {holds} |")

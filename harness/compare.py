@@ -19,7 +19,7 @@ import pandas as pd
 from harness.distributed import read_rows
 from harness.manifest import settings_change
 from harness.metrics import DEPTH_METRICS, METRIC_INFO, NORMAL_THRESHOLDS
-from harness.summary import BOOTSTRAP_DRAWS, BOOTSTRAP_SEED
+from harness.summary import BOOTSTRAP_DRAWS, BOOTSTRAP_SEED, groups_of
 
 # Pooled normal metrics as (numerator column, denominator column, scale, then): then(scale * ratio of per-image sums)
 POOLED_RATIOS = {"mean": ("sum_err", "n_valid", 1.0, None), "rmse": ("sum_sq_err", "n_valid", 1.0, np.sqrt),
@@ -32,7 +32,7 @@ MIN_PAIRED = 2  # fewer shared samples: no bootstrap interval
 WHERE_AND_HOW_MANY = ("count", "subset_of", "root", "base", "list_origin", "list_fingerprint")
 
 
-RESULT_COLUMNS = ("dataset", "method_a", "method_b", "n_samples", "metric", "unit", "a", "b", "b_minus_a", "ci_low",
+RESULT_COLUMNS = ("dataset", "group", "method_a", "method_b", "n_samples", "metric", "unit", "a", "b", "b_minus_a", "ci_low",
                   "ci_high", "distinguishable")  # what the terminal shows; settings_lines names the rest
 
 
@@ -133,8 +133,9 @@ def _row(task, metric, va, vb, diff, boot, n: int) -> dict:
 
 
 def compare(run_a: Path, run_b: Path, method_a: Optional[str] = None, method_b: Optional[str] = None) -> pd.DataFrame:
-    """One row per (dataset, metric): both values, B - A with its paired interval, and the settings of each side
-    (run folder, cell_settings). Both runs must be finished and have read the same images. A shared dataset on
+    """One row per (dataset, group, metric): both values, B - A with its paired interval, and the settings of each
+    side (run folder, cell_settings); the groups are "all" and each sample group (e.g. indoor / outdoor), as in the
+    summary. Both runs must be finished and have read the same images. A shared dataset on
     which a named method did not run (it serves another task) is left out and listed in ``table.attrs["skipped"]``."""
     manifest_a, manifest_b = finished_manifest(Path(run_a)), finished_manifest(Path(run_b))
     cells_a, cells_b = run_cells(Path(run_a)), run_cells(Path(run_b))
@@ -162,9 +163,13 @@ def compare(run_a: Path, run_b: Path, method_a: Optional[str] = None, method_b: 
                              f"paired comparison needs the same sample list")
         protocol = manifest["datasets"][ds]["protocol"]
         task, aggregation = protocol["task"], protocol.get("normals_aggregation", "pooled")
-        for r in paired_difference(a.loc[common], b.loc[common], task, aggregation):
-            rows.append({"dataset": ds, "method_a": fa.name.split("__")[0], "method_b": fb.name.split("__")[0],
-                         "n_samples": len(common), **r, **sides})
+        shared = a.loc[common]
+        labels = shared["group"].fillna("").astype(str) if "group" in shared else pd.Series("", index=common)
+        for group, idx in groups_of([{"group": g} for g in labels]).items():
+            ids = common[idx]
+            for r in paired_difference(a.loc[ids], b.loc[ids], task, aggregation):
+                rows.append({"dataset": ds, "group": group, "method_a": fa.name.split("__")[0],
+                             "method_b": fb.name.split("__")[0], "n_samples": len(ids), **r, **sides})
     if not rows:
         raise ValueError(f"{run_a} and {run_b}: no shared dataset has both methods (skipped: {', '.join(skipped)})")
     table = pd.DataFrame(rows)

@@ -46,9 +46,12 @@ def test_train_then_table3_with_design_columns(weights, tmp_path):
 
     claims = pd.read_csv(folder / "claims.csv")
     assert set(zip(claims.row_a, claims.row_b)) == {("i2sb", "full")} and set(claims.steps) == {1, 2}
-    assert ((claims.ci_low <= claims.b_minus_a) & (claims.b_minus_a <= claims.ci_high)).all()
+    overall = claims[claims.group == "all"]  # and per group (indoor, outdoor), whose single samples get no interval
+    assert ((overall.ci_low <= overall.b_minus_a) & (overall.b_minus_a <= overall.ci_high)).all()
+    assert set(claims.group) == {"all", "indoor", "outdoor"}
     text = (folder / "claims.md").read_text()
-    assert "| 2 | DPBridge beats I2SB" in text and "not measured: DAN helps, with image consistency" in text
+    assert "| 2 | all | DPBridge beats I2SB" in text and "| 2 | outdoor | DPBridge beats I2SB" in text
+    assert "not measured: DAN helps, with image consistency" in text
     assert "caveat: rows ft, full output v" in text  # their DAN claims test the UNet's input only
     # a second call trains nothing and reads the finished runs: the same table
     before = (folder / "table3.csv").read_text()
@@ -191,10 +194,15 @@ def test_claims_of_several_datasets_each_get_their_line():
     rows = [{"steps": 10, "claim": "DAN helps", "row_a": "ft", "row_b": "ft_dan", "dataset": d, "metric": m,
              "a": 0.1, "b": b, "b_minus_a": b - 0.1, "ci_low": b - 0.11, "ci_high": b - 0.09, "b_better": b < 0.1,
              "distinguishable": True} for d, b in (("nyuv2", 0.05), ("kitti", 0.2)) for m in ("abs_rel", "delta1")]
-    text = claims_markdown(pd.DataFrame(rows, columns=list(CLAIM_COLUMNS)), [])
-    assert "| steps | dataset | claim" in text
+    text = claims_markdown(pd.DataFrame(rows, columns=list(CLAIM_COLUMNS)), [])  # no group: all samples
+    assert "| steps | subset | claim" in text
     assert "| 10 | nyuv2 | DAN helps (ft -> ft_dan) | 10.0 / 5.0 |" in text
     assert "| 10 | kitti | DAN helps (ft -> ft_dan) | 10.0 / 20.0 |" in text
+    one = [{**r, "dataset": "synthetic", "group": g} for r, g in zip(rows, ("all", "all", "indoor", "indoor"))]
+    text = claims_markdown(pd.DataFrame(one, columns=list(CLAIM_COLUMNS)), [])  # one dataset, its groups
+    assert "| 10 | all | DAN helps (ft -> ft_dan) | 10.0 / 5.0 |" in text
+    assert "| 10 | indoor | DAN helps (ft -> ft_dan) | 10.0 / 20.0 |" in text
+    assert "synthetic" not in text
 
 
 def test_the_rows_carry_the_sampler_and_device_settings_given(tmp_path):

@@ -4,6 +4,7 @@ import pytest
 
 from harness.compare import compare, paired_difference
 from harness.run import RunConfig, run
+from harness.runio import read_jsonl
 
 
 def test_paired_difference_of_identical_rows_is_zero_and_not_distinguishable():
@@ -38,8 +39,17 @@ def test_compare_two_methods_of_one_run(tmp_path):
     cfg = RunConfig(methods=("constant", "ramp"), datasets=("synthetic",), count=8)
     folder, _ = run(cfg, str(tmp_path / "r"), progress=False)
     table = compare(folder, folder, "constant", "ramp")
-    row = table.set_index("metric").loc["abs_rel"]
+    row = table[table.group == "all"].set_index("metric").loc["abs_rel"]
     assert row["n_samples"] == 8 and row["method_a"] == "constant" and row["method_b"] == "ramp"
+    # each sample group (the summary's indoor / outdoor) is compared on its own samples, as Table 3's columns
+    cells = {c: {r["id"]: r for r in read_jsonl(folder / f"{c}__synthetic" / "rows.jsonl")} for c in ("constant", "ramp")}
+    by_group = table[table.metric == "abs_rel"].set_index("group")
+    assert set(by_group.index) == {"all", "indoor", "outdoor"}
+    assert by_group.loc["indoor", "n_samples"] + by_group.loc["outdoor", "n_samples"] == 8
+    for group in ("indoor", "outdoor"):
+        ids = [i for i, r in cells["ramp"].items() if r["group"] == group]
+        diff = np.mean([cells["ramp"][i]["abs_rel"] - cells["constant"][i]["abs_rel"] for i in ids])
+        assert by_group.loc[group, "b_minus_a"] == pytest.approx(diff)
     with pytest.raises(ValueError, match="name one with --method-a"):
         compare(folder, folder)
 
@@ -48,7 +58,8 @@ def test_compare_names_each_side_s_settings_and_refuses_unfinished_or_different_
     base = dict(methods=("ramp",), datasets=("synthetic",), count=4)
     a, _ = run(RunConfig(**base), str(tmp_path / "a"), progress=False)
     b, _ = run(RunConfig(**base, seed=1), str(tmp_path / "b"), progress=False)
-    row = compare(a, b).set_index("metric").loc["abs_rel"]
+    table = compare(a, b)
+    row = table[table.group == "all"].set_index("metric").loc["abs_rel"]
     assert (row["run_a"], row["run_b"], row["seed_a"], row["seed_b"]) == (str(a), str(b), 0, 1)
     assert row["steps_a"] == row["steps_b"] == 0 and row["checkpoint_a"] == "-"
     assert (row["alignment_a"], row["device_a"]) == ("least_squares", "cpu")
