@@ -32,8 +32,8 @@ CLAIMS = (
 CLAIM_METRICS = ("abs_rel", "delta1")
 
 
-CLAIM_COLUMNS = ("steps", "claim", "row_a", "row_b", "dataset", "group", "metric", "a", "b", "b_minus_a", "ci_low", "ci_high",
-                 "b_better", "distinguishable", "n_samples", "seed", "eta")
+CLAIM_COLUMNS = ("steps", "claim", "row_a", "row_b", "dataset", "group", "metric", "a", "b", "b_minus_a", "ci_low",
+                 "ci_high", "b_better", "distinguishable", "n_samples", "seed", "eta")
 
 
 V_OUTPUT_DAN_CAVEAT = (
@@ -91,8 +91,8 @@ def claims(folder: Path, steps: tuple[int, ...], evaluated: Optional[set] = None
             for r in table[table.metric.isin(CLAIM_METRICS)].to_dict("records"):
                 lower = METRIC_INFO["depth"][r["metric"]].direction == "lower"
                 rows.append({"steps": n, "claim": question, "row_a": a, "row_b": b, "dataset": r["dataset"],
-                             "group": r["group"], "metric": r["metric"], "a": r["a"], "b": r["b"], "b_minus_a": r["b_minus_a"],
-                             "ci_low": r["ci_low"], "ci_high": r["ci_high"],
+                             "group": r["group"], "metric": r["metric"], "a": r["a"], "b": r["b"],
+                             "b_minus_a": r["b_minus_a"], "ci_low": r["ci_low"], "ci_high": r["ci_high"],
                              "b_better": (r["b_minus_a"] < 0) == lower, "distinguishable": r["distinguishable"],
                              "n_samples": r["n_samples"], "seed": r["seed_a"], "eta": r["eta_a"]})
     return pd.DataFrame(rows, columns=list(CLAIM_COLUMNS)), skipped  # no rows: an empty table, its columns kept

@@ -32,8 +32,8 @@ MIN_PAIRED = 2  # fewer shared samples: no bootstrap interval
 WHERE_AND_HOW_MANY = ("count", "subset_of", "root", "base", "list_origin", "list_fingerprint")
 
 
-RESULT_COLUMNS = ("dataset", "group", "method_a", "method_b", "n_samples", "metric", "unit", "a", "b", "b_minus_a", "ci_low",
-                  "ci_high", "distinguishable")  # what the terminal shows; settings_lines names the rest
+RESULT_COLUMNS = ("dataset", "group", "method_a", "method_b", "n_samples", "metric", "unit", "a", "b", "b_minus_a",
+                  "ci_low", "ci_high", "distinguishable")  # what the terminal shows; settings_lines names the rest
 
 
 def settings_lines(table: pd.DataFrame) -> list[str]:

@@ -42,7 +42,8 @@ def test_compare_two_methods_of_one_run(tmp_path):
     row = table[table.group == "all"].set_index("metric").loc["abs_rel"]
     assert row["n_samples"] == 8 and row["method_a"] == "constant" and row["method_b"] == "ramp"
     # each sample group (the summary's indoor / outdoor) is compared on its own samples, as Table 3's columns
-    cells = {c: {r["id"]: r for r in read_jsonl(folder / f"{c}__synthetic" / "rows.jsonl")} for c in ("constant", "ramp")}
+    cells = {c: {r["id"]: r for r in read_jsonl(folder / f"{c}__synthetic" / "rows.jsonl")}
+             for c in ("constant", "ramp")}
     by_group = table[table.metric == "abs_rel"].set_index("group")
     assert set(by_group.index) == {"all", "indoor", "outdoor"}
     assert by_group.loc["indoor", "n_samples"] + by_group.loc["outdoor", "n_samples"] == 8
