@@ -24,6 +24,7 @@ from harness.run import RESULTS_DIR, RunConfig, run
 from harness.runio import atomic_write_text
 from harness.tables import format_cell, header
 from methods.ablation import ABLATION_VARIANTS, variant_settings
+from methods.backbones import recorded_path
 
 BASELINES = ("i2sb", "bbdm", "marigold_tiny")  # tiny-world baselines (shipped)
 TINY = "dpbridge_tiny"
@@ -177,7 +178,7 @@ def design_columns(spec: str) -> dict:
     iterations = json.loads(summary_path.read_text())["train_config"]["iterations"] if summary_path.is_file() else None
     out = {"row": parsed.option or parsed.name, "process": parsed.name, "finetune": bool(config.get("finetune")),
            "dan": config.get("dan", "-"), "image_consistency": config.get("image_consistency", "-"),
-           "train_iterations": iterations, "checkpoint": str(folder)}
+           "train_iterations": iterations, "checkpoint": recorded_path(folder)}  # relative inside the repository
     if parsed.option:
         out["about"] = ABLATION_VARIANTS[parsed.option][1]
         wanted = variant_settings(parsed.option, method_class(spec).ablation_base)

@@ -19,7 +19,7 @@ ABLATION_VARIANTS: dict[str, tuple[dict, str]] = {
     "ft": ({"dan": "off", "image_consistency": "off"}, "Table 3 row 2: fine-tuning only"),
     "ft_ic": ({"dan": "off"}, "Table 3 row 3: fine-tuning + image consistency, no DAN"),
     "ft_dan": ({"image_consistency": "off"}, "Table 3 row 4: fine-tuning + DAN, no image consistency"),
-    "dan_b": ({"dan": "B"}, "open choice: DAN-B instead of DAN-A"),
+    "dan_b": ({"dan": "B"}, "open choice: DAN-B instead of DAN-A (nearly a no-op on the SD schedule, math.md)"),
     "ic_pixel": ({"image_consistency": "pixel"}, "open choice: image consistency in pixels (decoder) not latents"),
     "ic_latent": ({"image_consistency": "latent"}, "open choice: image consistency on latents, not through the decoder"),
 }
