@@ -58,8 +58,9 @@ def test_a_killed_training_resumes_to_the_same_weights_and_log(tmp_path, tiny_ba
     assert _iteration_rows(tmp_path / "b") == _iteration_rows(tmp_path / "a")  # iteration 2 logged once
 
 
+@pytest.mark.parametrize("killed_between_renames", [False, True])
 def test_stop_at_checkpoints_without_exporting_and_the_same_command_continues(tmp_path, tiny_backbone_dir,
-                                                                             private_cache):
+                                                                             private_cache, killed_between_renames):
     method, cfg = _cfgs(tmp_path, tiny_backbone_dir, iterations=3, checkpoint_every=5)
     full = TrainConfig(**{**cfg.__dict__, "output": str(tmp_path / "a"), "export": str(tmp_path / "ea")})
     train(method, full, "test")
@@ -67,7 +68,12 @@ def test_stop_at_checkpoints_without_exporting_and_the_same_command_continues(tm
     stopped = train(method, TrainConfig(**{**split.__dict__, "stop_at": 1}), "test")
     assert stopped["stopped_at"] == 1 and not (tmp_path / "eb").exists()
     assert json.loads((tmp_path / "b" / "checkpoint" / "iteration.json").read_text())["iteration"] == 1
+    if killed_between_renames:  # the next checkpoint's swap killed after checkpoint -> checkpoint.old
+        (tmp_path / "b" / "checkpoint").rename(tmp_path / "b" / "checkpoint.old")
     train(method, split, "test")
+    log = [json.loads(line) for line in (tmp_path / "b" / "training_log.jsonl").read_text().splitlines()]
+    assert [row["iteration"] for row in log if row.get("event") == "start"] == [0, 1]  # not restarted from 0
+    assert not (tmp_path / "b" / "checkpoint.old").exists()
     a, b = _weights(tmp_path / "ea"), _weights(tmp_path / "eb")
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert _iteration_rows(tmp_path / "b") == _iteration_rows(tmp_path / "a")
@@ -196,19 +202,3 @@ def test_a_kill_during_the_export_keeps_the_earlier_export_and_the_same_command_
         assert (exported / weights).read_bytes() == first[weights]  # the same settings: the same weights
         assert json.loads((exported / "training_summary.json").read_text())["train_config"]["output"] == each.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "e", "e2", "o", "o2"]  # no temporary folder left
-
-
-def test_a_kill_between_the_checkpoint_renames_resumes_from_that_checkpoint(tmp_path, tiny_backbone_dir,
-                                                                            private_cache):
-    method, cfg = _cfgs(tmp_path, tiny_backbone_dir, iterations=3, checkpoint_every=5)
-    full = TrainConfig(**{**cfg.__dict__, "output": str(tmp_path / "a"), "export": str(tmp_path / "ea")})
-    train(method, full, "test")
-    split = TrainConfig(**{**cfg.__dict__, "output": str(tmp_path / "b"), "export": str(tmp_path / "eb")})
-    train(method, TrainConfig(**{**split.__dict__, "stop_at": 1}), "test")
-    (tmp_path / "b" / "checkpoint").rename(tmp_path / "b" / "checkpoint.old")  # killed before the second rename
-    train(method, split, "test")
-    log = [json.loads(line) for line in (tmp_path / "b" / "training_log.jsonl").read_text().splitlines()]
-    assert [row["iteration"] for row in log if row.get("event") == "start"] == [0, 1]  # not restarted from 0
-    a, b = _weights(tmp_path / "ea"), _weights(tmp_path / "eb")
-    assert all(torch.equal(a[k], b[k]) for k in a)
-    assert not (tmp_path / "b" / "checkpoint.old").exists()
