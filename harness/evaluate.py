@@ -162,7 +162,8 @@ def score_pending(pair: Pair, samples: list[Sample], seed: int, batch: Optional[
     whole = samples if batch is None or pair.method.reads_saved_predictions else batch
     by_id = dict(zip([s.id for s in whole], predictions_for(pair, whole, seed, {s.id for s in samples})))
     rows = []
-    for s, pred in ((s, by_id[s.id]) for s in samples):
+    for s in samples:
+        pred = by_id[s.id]
         group = str(s.meta.get("scene_type", ""))
         try:
             if pair.dataset.spec.task == "depth":

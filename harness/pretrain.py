@@ -178,8 +178,9 @@ def pretrain(cfg: PretrainConfig, command: str) -> dict:
     """Pretrain (or resume pretraining) in the run folder, then export the backbone; returns its summary."""
     out = Path(cfg.output or harness.pool.CACHE_DIR / "pretrain" / "tiny_backbone")
     settings = {k: v for k, v in asdict(cfg).items() if k not in NOT_RESULT_SETTINGS}
-    restore_interrupted_swap(Path(cfg.export or TINY_BACKBONE_DIR))
-    check_export(Path(cfg.export or TINY_BACKBONE_DIR), settings)  # before any training
+    export = Path(cfg.export or TINY_BACKBONE_DIR)
+    restore_interrupted_swap(export)
+    check_export(export, settings)  # before any training
     checkpoints = StageCheckpoints(out, STAGES, settings)
     resumed = checkpoints.open()
     log_path = out / "training_log.jsonl"
@@ -221,7 +222,7 @@ def pretrain(cfg: PretrainConfig, command: str) -> dict:
         save_backbone(backbone, into, summary)
         shutil.copy(log_path, into / "training_log.jsonl")
 
-    write_folder_atomically(Path(cfg.export or TINY_BACKBONE_DIR), write)  # a kill here leaves the earlier export
+    write_folder_atomically(export, write)  # a kill here leaves the earlier export
     return summary
 
 
