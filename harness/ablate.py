@@ -213,10 +213,10 @@ def ablate(cfg: AblateConfig, output: Optional[str] = None, train_missing: bool 
             run_cfg = RunConfig(methods=(spec,), datasets=cfg.dataset_names(), steps=steps, seed=cfg.seed,
                                 batch_size=cfg.batch_size, count=cfg.count, eta=cfg.eta, device=cfg.device,
                                 dtype=cfg.dtype, processing_res=cfg.processing_res)
-            _, summary = run(run_cfg, str(folder / f"steps{steps}" / design[spec]["row"]), progress=progress,
-                             roots=roots)
+            row_folder, summary = run(run_cfg, str(folder / f"steps{steps}" / design[spec]["row"]),
+                                      progress=progress, roots=roots)
             if summary is not None:  # None: launched on several processes and not the first (harness.distributed)
-                tables.append(table_rows(summary, [spec], design))
+                tables.append(table_rows(summary, [spec], design).assign(git_commit=recorded_commit(row_folder)))
     if not processes().is_main:
         return folder, None
     table = pd.concat(tables, ignore_index=True)
@@ -232,6 +232,12 @@ def ablate(cfg: AblateConfig, output: Optional[str] = None, train_missing: bool 
 
 ROW_SETTINGS = ("dataset", "group", "steps", "metric", "value", "ci_low", "ci_high", "n_samples", "n_failed", "seed",
                 "eta", "dtype", "device", "processing_res", "ensemble_size", "alignment", "list_fingerprint")
+
+
+def recorded_commit(run_folder: Path) -> str:
+    """The code a row's numbers come from: the git commit its run manifest recorded when the folder was started
+    (a resumed row keeps it; "-" for a manifest without one)."""
+    return json.loads((Path(run_folder) / "manifest.json").read_text()).get("git_commit", "-")
 
 
 def table_rows(summary: pd.DataFrame, specs: list[str], design: dict) -> pd.DataFrame:
@@ -271,6 +277,9 @@ def render_markdown(table: pd.DataFrame) -> str:
         sizes = df[df.group == "all"].drop_duplicates("dataset")
         counts = ", ".join(f"{d} n = {int(n)}" for d, n in zip(sizes.dataset, sizes.n_samples))
         where = "".join(f", {c} {df[c].iloc[0]}" for c in ("dtype", "device") if c in df)
+        if "git_commit" in df:  # the code of the rows (a table of rows made at several commits names them all)
+            commits = sorted({str(c)[:7] + ("+dirty" if str(c).endswith("+dirty") else "") for c in df.git_commit})
+            where += f", {'commits' if len(commits) > 1 else 'commit'} {', '.join(commits)}"
         parts.append(f"**{steps} steps** ({counts}, seed "
                      f"{int(df.seed.iloc[0])}, eta {df.eta.iloc[0]}{where}; ± = half-width of the bootstrap 95% "
                      f"interval over images)\n\n" + "\n".join(lines))

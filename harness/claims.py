@@ -1,8 +1,10 @@
 """The paper's claims about Table 3 and its baselines, as paired comparisons between ablation rows.
 
 Each claim names two rows of one ablation folder (``<folder>/steps<N>/<row>``) and is answered by the paired
-bootstrap of `compare` (same images, B - A): the difference, its 95% interval, and whether it excludes zero.
-A claim whose rows were not evaluated is left out (and said so), never guessed.
+bootstrap of `compare` (same images, B - A): the difference, its 95% interval, and whether it excludes zero;
+then whether it still does after Holm's correction over every line and metric of the table (harness.multiplicity),
+so that a claim stands when the whole table holds at most a 5% chance of any false verdict. A claim whose rows
+were not evaluated is left out (and said so), never guessed.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import pandas as pd
 
 from harness.compare import compare
 from harness.metrics import METRIC_INFO
+from harness.multiplicity import with_holm
 
 # (row A, row B, the question; B is the paper's better row)
 CLAIMS = (
@@ -33,7 +36,8 @@ CLAIM_METRICS = ("abs_rel", "delta1")
 
 
 CLAIM_COLUMNS = ("steps", "claim", "row_a", "row_b", "dataset", "group", "metric", "a", "b", "b_minus_a", "ci_low",
-                 "ci_high", "b_better", "distinguishable", "n_samples", "seed", "eta")
+                 "ci_high", "b_better", "distinguishable", "p_value", "p_holm", "distinguishable_holm", "n_samples",
+                 "seed", "eta")
 
 
 V_OUTPUT_DAN_CAVEAT = (
@@ -74,8 +78,8 @@ SAME_ON_BOTH_SIDES = ("seed", "eta", "steps", "dtype", "device", "processing_res
 
 
 def claims(folder: Path, steps: tuple[int, ...], evaluated: Optional[set] = None) -> tuple[pd.DataFrame, list[str]]:
-    """Tidy claim rows (steps, claim, metric, a, b, b_minus_a, ci_low, ci_high, b_better, distinguishable) and the
-    claims left out for want of rows. ``evaluated``: the rows this call ran (None: every finished row folder);
+    """Tidy claim rows (steps, claim, metric, a, b, b_minus_a, ci_low, ci_high, b_better, distinguishable, p_value,
+    and p_holm with distinguishable_holm over all of them) and the claims left out for want of rows. ``evaluated``: the rows this call ran (None: every finished row folder);
     rows left in the folder by earlier calls with other rows are not used. Refuses a claim whose two rows were
     evaluated with different settings (SAME_ON_BOTH_SIDES), naming them."""
     rows, skipped = [], []
@@ -94,8 +98,9 @@ def claims(folder: Path, steps: tuple[int, ...], evaluated: Optional[set] = None
                              "group": r["group"], "metric": r["metric"], "a": r["a"], "b": r["b"],
                              "b_minus_a": r["b_minus_a"], "ci_low": r["ci_low"], "ci_high": r["ci_high"],
                              "b_better": (r["b_minus_a"] < 0) == lower, "distinguishable": r["distinguishable"],
-                             "n_samples": r["n_samples"], "seed": r["seed_a"], "eta": r["eta_a"]})
-    return pd.DataFrame(rows, columns=list(CLAIM_COLUMNS)), skipped  # no rows: an empty table, its columns kept
+                             "p_value": r["p_value"], "n_samples": r["n_samples"], "seed": r["seed_a"], "eta": r["eta_a"]})
+    found = with_holm(pd.DataFrame(rows, columns=[c for c in CLAIM_COLUMNS if "holm" not in c]))
+    return found[list(CLAIM_COLUMNS)], skipped  # no rows: an empty table, its columns kept
 
 
 def check_same_settings(table: pd.DataFrame, run_a: Path, run_b: Path) -> None:
@@ -107,37 +112,55 @@ def check_same_settings(table: pd.DataFrame, run_a: Path, run_b: Path) -> None:
                          f"evaluate both with the same settings (or use another --output)")
 
 
-def verdict(row) -> str:
-    if not row.distinguishable:
+def verdict(row, corrected: bool = False) -> str:
+    """The claim's answer on one metric: from its own 95% interval, or (``corrected``) after Holm's correction over
+    the table; "-" for a claims.csv written before the correction was recorded."""
+    distinguishable = getattr(row, "distinguishable_holm", None) if corrected else row.distinguishable
+    if distinguishable is None or pd.isna(distinguishable):
+        return "-"
+    if not distinguishable:
         return "not distinguishable"
     return "yes" if row.b_better else "no, the opposite"
 
 
+def both_metrics(ab, d1, corrected: bool = False) -> str:
+    one, other = verdict(ab, corrected), verdict(d1, corrected)
+    return one if one == other else f"AbsRel: {one}; δ1: {other}"
+
+
 def claims_markdown(table: pd.DataFrame, skipped: list[str], caveats: tuple[str, ...] = ()) -> str:
     """One line per (steps, claim[, dataset][, group]): AbsRel and delta1 of both rows (x100), B - A with its
-    paired interval; a subset column when the claims cover several datasets or groups (Table 3's columns: in the
-    tiny world its indoor and outdoor halves)."""
+    paired interval, the verdict of each interval alone and after Holm's correction over the table; a subset column
+    when the claims cover several datasets or groups (Table 3's columns: in the tiny world its indoor and outdoor
+    halves)."""
     table = table.assign(group=table["group"].fillna("all") if "group" in table else "all")  # older claims.csv
     datasets, groups = table["dataset"].nunique() > 1, table["group"].nunique() > 1
     several = datasets or groups
     where = "subset | " if several else ""
     lines = [f"| steps | {where}claim (A -> B) | AbsRel ×100 A / B | B - A [95%] | δ1 ×100 A / B | B - A [95%] | "
-             f"holds? |", "|---|---|---|---|---|---|---|" + ("---|" if several else "")]
+             f"holds? | after Holm |", "|---|---|---|---|---|---|---|---|" + ("---|" if several else "")]
+    changed = 0
     for (n, claim, dataset, group), cell in table.groupby(["steps", "claim", "dataset", "group"], sort=False):
         m = {r.metric: r for r in cell.itertuples()}
         if not set(CLAIM_METRICS) <= set(m):
             continue
         ab, d1 = m["abs_rel"], m["delta1"]
         fmt = lambda r: f"{100 * r.b_minus_a:+.1f} [{100 * r.ci_low:+.1f}, {100 * r.ci_high:+.1f}]"  # noqa: E731
-        holds = verdict(ab) if verdict(ab) == verdict(d1) else f"AbsRel: {verdict(ab)}; δ1: {verdict(d1)}"
+        holds, after = both_metrics(ab, d1), both_metrics(ab, d1, corrected=True)
+        changed += holds != after and after != "-"
         place = " ".join([dataset] * datasets + [group] * groups) + " | " if several else ""
         lines.append(f"| {n} | {place}{claim} ({ab.row_a} -> {ab.row_b}) | {100 * ab.a:.1f} / {100 * ab.b:.1f} | "
                      f"{fmt(ab)} | "
-                     f"{100 * d1.a:.1f} / {100 * d1.b:.1f} | {fmt(d1)} | {holds} |")
+                     f"{100 * d1.a:.1f} / {100 * d1.b:.1f} | {fmt(d1)} | {holds} | {after} |")
     notes = "".join(f"\n- not measured: {s}" for s in skipped) + "".join(f"\n- {c}" for c in caveats)
     if len(table):
         sizes = sorted({int(n) for n in table["n_samples"].dropna()}) if "n_samples" in table else []
-        notes += (f"\n- {len(lines) - 2} claim lines x 2 metrics, each a separate paired 95% interval over "
-                  f"{'/'.join(map(str, sizes)) or 'the'} images, uncorrected for multiplicity: about 1 in 20 true "
-                  f"nulls excludes zero by chance")
+        tests = int(table["p_value"].notna().sum()) if "p_value" in table else 0
+        notes += (f"\n- {len(lines) - 2} claim lines x 2 metrics, each a paired 95% interval over "
+                  f"{'/'.join(map(str, sizes)) or 'the'} images. \"holds?\" reads each interval alone, uncorrected for "
+                  f"multiplicity: about 1 in 20 true nulls excludes zero by chance.")
+        if tests:
+            notes += (f" \"after Holm\" corrects over all {tests} tests (Holm's step-down procedure on p-values from "
+                      f"the paired bootstrap's standard error), which keeps the chance of any false "
+                      f"\"distinguishable\" in the whole table under 5%: {changed} of {len(lines) - 2} lines change")
     return "\n".join(lines) + "\n" + notes + ("\n" if notes else "")

@@ -3,7 +3,9 @@
 Samples are paired by (dataset, sample id), so the interval reflects how the two methods differ on the same
 images, which is much tighter than comparing two unpaired intervals. A difference is called distinguishable from
 zero when its interval excludes 0; with fewer than 2 shared samples there is no interval (NaN) and nothing is
-distinguishable. Pooled normals give mean, rmse and the thresholds as ratios of per-image sums; their median
+distinguishable. Each row also has a two-sided ``p_value`` from the same bootstrap and ``p_holm``, Holm's
+adjustment over every row of the comparison (harness.multiplicity): ``distinguishable_holm`` keeps the chance of
+any false "distinguishable" among them under 5%. Pooled normals give mean, rmse and the thresholds as ratios of per-image sums; their median
 cannot be pooled from per-image rows and is left out. The ``unit`` column gives each metric's raw unit (depth's
 AbsRel and delta are fractions, which papers print x100; normals' thresholds are percent).
 """
@@ -19,6 +21,7 @@ import pandas as pd
 from harness.distributed import read_rows
 from harness.manifest import settings_change
 from harness.metrics import DEPTH_METRICS, METRIC_INFO, NORMAL_THRESHOLDS
+from harness.multiplicity import two_sided_p, with_holm
 from harness.summary import BOOTSTRAP_DRAWS, BOOTSTRAP_SEED, groups_of
 
 # Pooled normal metrics as (numerator column, denominator column, scale, then): then(scale * ratio of per-image sums)
@@ -32,8 +35,9 @@ MIN_PAIRED = 2  # fewer shared samples: no bootstrap interval
 WHERE_AND_HOW_MANY = ("count", "subset_of", "root", "base", "list_origin", "list_fingerprint")
 
 
+# what the terminal shows; settings_lines names the rest
 RESULT_COLUMNS = ("dataset", "group", "method_a", "method_b", "n_samples", "metric", "unit", "a", "b", "b_minus_a",
-                  "ci_low", "ci_high", "distinguishable")  # what the terminal shows; settings_lines names the rest
+                  "ci_low", "ci_high", "distinguishable", "p_value", "p_holm", "distinguishable_holm")
 
 
 def settings_lines(table: pd.DataFrame) -> list[str]:
@@ -129,7 +133,8 @@ def _row(task, metric, va, vb, diff, boot, n: int) -> dict:
     info = METRIC_INFO[task][metric]
     unit = info.unit or ("fraction (papers print x100)" if info.paper_x100 else "-")
     return {"metric": metric, "unit": unit, "a": float(va), "b": float(vb), "b_minus_a": float(diff),
-            "ci_low": float(lo), "ci_high": float(hi), "distinguishable": bool(lo > 0 or hi < 0)}
+            "ci_low": float(lo), "ci_high": float(hi), "distinguishable": bool(lo > 0 or hi < 0),
+            "p_value": two_sided_p(float(diff), boot) if n >= MIN_PAIRED else float("nan")}
 
 
 def compare(run_a: Path, run_b: Path, method_a: Optional[str] = None, method_b: Optional[str] = None) -> pd.DataFrame:
@@ -172,6 +177,6 @@ def compare(run_a: Path, run_b: Path, method_a: Optional[str] = None, method_b: 
                              "method_b": fb.name.split("__")[0], "n_samples": len(ids), **r, **sides})
     if not rows:
         raise ValueError(f"{run_a} and {run_b}: no shared dataset has both methods (skipped: {', '.join(skipped)})")
-    table = pd.DataFrame(rows)
+    table = with_holm(pd.DataFrame(rows))
     table.attrs["skipped"] = skipped  # shared datasets left out, each with why
     return table

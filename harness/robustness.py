@@ -12,7 +12,8 @@ noises, are reused, and only missing cells are computed. Written into that folde
     table4.csv, table4.md one row per (method, noise, level) plus the clean row, key metrics per dataset
     table4.png            key metric against level, one panel per (dataset, noise)
     paired.csv            noisy minus clean on the same images, per key metric: the per-image mean difference
-                          and its paired bootstrap 95% interval (``distinguishable`` when it excludes 0)
+                          and its paired bootstrap 95% interval (``distinguishable`` when it excludes 0), its
+                          p-value and Holm's adjustment over every row of the file (``distinguishable_holm``)
 """
 from __future__ import annotations
 
@@ -86,8 +87,10 @@ def earlier_conditions(folder: Path, conditions: list[Condition]) -> list[Condit
 
 
 def paired_to_clean(full) -> pd.DataFrame:
-    """Noisy minus clean over the images both cells scored (TABLE_METRICS, per-image means, paired bootstrap)."""
+    """Noisy minus clean over the images both cells scored (TABLE_METRICS, per-image means, paired bootstrap), with
+    p-values Holm-adjusted over all of its rows (harness.multiplicity)."""
     from harness.compare import paired_difference
+    from harness.multiplicity import with_holm
 
     records = []
     for ds, pairs in full:
@@ -103,7 +106,7 @@ def paired_to_clean(full) -> pd.DataFrame:
                                     "dataset": ds.name, "task": task, "noise": pair.noise.name,
                                     "level": pair.noise.level, "n_samples": len(ids), "aggregation": "per_image",
                                     **row})
-    return pd.DataFrame(records)
+    return with_holm(pd.DataFrame(records))
 
 
 def _scored_rows(folder: Path) -> pd.DataFrame:

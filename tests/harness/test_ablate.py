@@ -41,6 +41,8 @@ def test_train_then_table3_with_design_columns(weights, tmp_path):
     assert (i2sb.finetune, i2sb.dan) == (False, "-")
     md = (folder / "table3.md").read_text()
     assert "| ft | ✓ | off | off | 1 |" in md and "**2 steps**" in md
+    commit = json.loads((folder / "steps1" / "ft" / "manifest.json").read_text())["git_commit"]  # the row's code
+    assert set(table[table.row == "ft"].git_commit) == {commit} and f"commit {commit[:7]}" in md
     # the paper's claims as paired comparisons of the rows present; the others are named as not measured
     import pandas as pd
 
@@ -230,3 +232,31 @@ def test_a_claim_between_rows_of_different_budgets_carries_a_caveat():
     assert notes == ["caveat: DPBridge beats I2SB: i2sb was trained for 500 iterations and full for 1000, so this "
                      "claim does not compare equal budgets (retrain one of them with --set iterations=N)"]
     assert budget_caveats(found.iloc[:0], {}) == []
+
+
+def test_claims_give_each_verdict_alone_and_after_holm_over_the_table():
+    import pandas as pd
+
+    from harness.claims import CLAIM_COLUMNS, claims_markdown
+    from harness.multiplicity import with_holm
+
+    def line(claim, b, p):  # B lower in AbsRel and higher in delta1, each interval excluding 0
+        return [{"steps": 10, "claim": claim, "row_a": "ft", "row_b": "full", "dataset": "synthetic", "group": "all",
+                 "metric": m, "a": 0.3, "b": v, "b_minus_a": v - 0.3, "ci_low": v - 0.3 - abs(v - 0.3) / 2,
+                 "ci_high": v - 0.3 + abs(v - 0.3) / 2, "b_better": True, "distinguishable": True, "p_value": q,
+                 "n_samples": 100, "seed": 0, "eta": 0.0}
+                for m, v, q in (("abs_rel", b, p[0]), ("delta1", 0.6 - b, p[1]))]
+
+    rows = line("clear", 0.2, (1e-6, 1e-6)) + line("marginal", 0.29, (0.03, 0.04))
+    table = with_holm(pd.DataFrame(rows))[list(CLAIM_COLUMNS)]
+    text = claims_markdown(table, [])
+    assert "| holds? | after Holm |" in text
+    assert "clear (ft -> full)" in text and text.split("clear (ft -> full)")[1].split("\n")[0].endswith("| yes | yes |")
+    # Holm: 0.03 x 2 = 0.06 and 0.04 x 1 -> 0.06: the marginal line no longer stands
+    marginal = text.split("marginal (ft -> full)")[1].split("\n")[0]
+    assert marginal.endswith("| yes | not distinguishable |")
+    assert "corrects over all 4 tests" in text and "1 of 2 lines change" in text
+    old = table.drop(columns=["p_value", "p_holm", "distinguishable_holm"])  # a claims.csv from before the column
+    text = claims_markdown(old, [])
+    assert text.split("marginal (ft -> full)")[1].split("\n")[0].endswith("| yes | - |") and "Holm" not in \
+        text.split("\n- ")[-1]

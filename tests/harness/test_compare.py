@@ -12,7 +12,7 @@ def test_paired_difference_of_identical_rows_is_zero_and_not_distinguishable():
     a = pd.DataFrame({m: rng.random(20) + 0.1 for m in ["abs_rel", "sq_rel", "rmse", "rmse_log", "log10", "delta1",
                                                          "delta2", "delta3", "i_rmse", "silog"]})
     out = pd.DataFrame(paired_difference(a, a.copy(), "depth"))
-    assert (out.b_minus_a == 0).all() and not out.distinguishable.any()
+    assert (out.b_minus_a == 0).all() and not out.distinguishable.any() and (out.p_value == 1).all()
 
 
 def test_a_consistent_improvement_is_distinguishable_and_signed():
@@ -24,6 +24,7 @@ def test_a_consistent_improvement_is_distinguishable_and_signed():
     out = pd.DataFrame(paired_difference(a, b, "depth")).set_index("metric")
     assert out.loc["abs_rel", "b_minus_a"] == pytest.approx(-0.1, abs=0.01)
     assert out.loc["abs_rel", "distinguishable"] and out.loc["abs_rel", "ci_high"] < 0
+    assert out.loc["abs_rel", "p_value"] < 1e-10  # a shift of 10 standard errors
 
 
 def test_pooled_normals_difference_uses_ratios_of_sums():
@@ -51,6 +52,10 @@ def test_compare_two_methods_of_one_run(tmp_path):
         ids = [i for i, r in cells["ramp"].items() if r["group"] == group]
         diff = np.mean([cells["ramp"][i]["abs_rel"] - cells["constant"][i]["abs_rel"] for i in ids])
         assert by_group.loc[group, "b_minus_a"] == pytest.approx(diff)
+    # Holm over every row of the comparison: never below the row's own p, and it decides distinguishable_holm
+    tested = table.dropna(subset=["p_value"])
+    assert len(tested) == len(table) and (tested.p_holm >= tested.p_value).all()
+    assert (table.distinguishable_holm == (table.p_holm < 0.05)).all()
     with pytest.raises(ValueError, match="name one with --method-a"):
         compare(folder, folder)
 

@@ -64,6 +64,7 @@ def test_robustness_rows_table_and_plot_reuse_clean_predictions(tmp_path, monkey
     first = paired.iloc[0]
     assert first.b_minus_a == pytest.approx(expected) and first.n_samples == 2
     assert first.ci_low <= first.b_minus_a <= first.ci_high
+    assert (paired.p_holm >= paired.p_value).all() and paired.distinguishable_holm.dtype == bool
 
 
 def test_out_of_memory_batch_stops_clearly_and_keeps_finished_work(tmp_path, monkeypatch):
