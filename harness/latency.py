@@ -6,8 +6,9 @@ dataset (the same for every cell) are predicted in batches of ``batch_size`` aft
 rows record both as they ran: a cell of fewer samples has smaller batches and at most one warm-up per batch).
 Per-image latency = wall time of one batch (predict + copy to host, the device synchronised before and after) /
 its size; the table gives its median and 90th percentile over the timed batches, ms per step (median / steps: it
-includes the per-image fixed cost of encoding and decoding, so the marginal cost of a step is the slope between
-two rows), images per second, peak memory, and the accuracy the predictions reach (scored as `run` scores them).
+includes the per-image fixed cost of encoding and decoding), images per second, peak memory, and the accuracy the
+predictions reach (scored as `run` scores them). A second table splits the median into a fixed cost and a marginal
+cost per step: the least-squares line through each (method, dataset)'s medians against steps (``step_cost_fit``).
 
 CPU time: the process' CPU seconds per image over the same batches (all threads; on a shared CPU with
 OMP_NUM_THREADS=1 it is close to what the wall time would be on an idle machine).
@@ -340,6 +341,37 @@ def _text(value) -> str:
     return ", ".join(map(str, value)) if isinstance(value, list) else "not recorded" if value is None else str(value)
 
 
+STEP_COST_COLUMNS = ("method", "dataset", "n_step_counts", "fixed_ms", "ms_per_extra_step", "max_residual_ms")
+
+
+def step_cost_fit(table: pd.DataFrame) -> pd.DataFrame:
+    """Per (method, dataset): median latency [ms] ~ fixed_ms + ms_per_extra_step x steps, least squares over its
+    step counts, with the largest distance of a cell's median from the line; left out with fewer than 2 step
+    counts."""
+    rows = []
+    for (method, dataset), cells in table.groupby(["method", "dataset"], sort=False):
+        steps, median = cells["steps"].to_numpy(float), cells["latency_median_ms"].to_numpy(float)
+        if len(np.unique(steps)) < 2:
+            continue
+        slope, intercept = np.polyfit(steps, median, 1)
+        residual = np.abs(median - (intercept + slope * steps)).max()
+        rows.append(dict(zip(STEP_COST_COLUMNS, (method, dataset, len(steps), intercept, slope, residual))))
+    return pd.DataFrame(rows, columns=list(STEP_COST_COLUMNS))
+
+
+def step_cost_lines(table: pd.DataFrame) -> list[str]:
+    """The step_cost_fit table as Markdown lines (none when no method has two step counts)."""
+    fit = step_cost_fit(table)
+    if fit.empty:
+        return []
+    lines = ["", "", "**Fixed and per-step cost** (least-squares line through each method's medians against steps)",
+             "", "| method | dataset | step counts | fixed (ms / image) | per extra step (ms / image) | largest "
+             "residual (ms) |", "|---|---|---|---|---|---|"]
+    lines += [f"| {r.method} | {r.dataset} | {r.n_step_counts} | {r.fixed_ms:.1f} | {r.ms_per_extra_step:.2f} | "
+              f"{r.max_residual_ms:.1f} |" for r in fit.itertuples()]
+    return lines
+
+
 def write_outputs(folder: Path, cfg: LatencyConfig, table: pd.DataFrame, commit: str, reused: int = 0) -> None:
     from harness.plots import plot_latency
     from harness.tables import format_cell
@@ -357,7 +389,8 @@ def write_outputs(folder: Path, cfg: LatencyConfig, table: pd.DataFrame, commit:
               f"{processes().world_size} (a launched study is timed by one process; the others do nothing)",
               "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "unset"),
               "load_average_1_5_15min_at_end": [round(x, 2) for x in os.getloadavg()], "cpu_count": os.cpu_count(),
-              "cells_from_an_earlier_session": reused, "latency": __doc__.split("\n\n")[1]}
+              "cells_from_an_earlier_session": reused, "latency": __doc__.split("\n\n")[1],
+              "step_cost_fit": step_cost_fit(table).to_dict("records")}
     atomic_write_text(folder / "manifest.json", json.dumps(record, indent=2) + "\n")
     lines = ["| method | dataset | steps | latency median (ms) | p90 (ms) | ms / step | images/s | CPU time median "
              "(ms) | peak memory (MiB) | quality |", "|---|---|---|---|---|---|---|---|---|---|"]
@@ -375,6 +408,6 @@ def write_outputs(folder: Path, cfg: LatencyConfig, table: pd.DataFrame, commit:
                f"slowest batch; raise --count or lower --batch-size for a steadier tail" if few < FEW_BATCHES else "")
     atomic_write_text(folder / "latency.md", f"**Latency and quality against sampling steps** ({setting}; quality "
                       f"± = half-width of the bootstrap 95% interval; AbsRel ×100, normals in degrees)\n\n"
-                      + "\n".join(lines) + caution + "\n")
+                      + "\n".join(lines + step_cost_lines(table)) + caution + "\n")
     plot_latency(table, folder / "latency.png", setting)
     atomic_write_text(folder / "latency.csv", table.to_csv(index=False))  # last, whole: it marks the study finished

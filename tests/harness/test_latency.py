@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness.latency import LatencyConfig, latency_study
+from harness.latency import LatencyConfig, latency_study, step_cost_fit
 from harness import prefetch
 from harness.prefetch import a_core_is_free_for_loading, batches_loaded
 
@@ -24,6 +24,10 @@ def test_latency_study_writes_table_plot_and_settings(tmp_path):
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["dtype"] == "float32" and manifest["batch_size"] == 2 and manifest["device"] == "cpu"
     assert "batch size 2" in (folder / "latency.md").read_text()
+    fit = manifest["step_cost_fit"][0]  # two step counts: the line passes through both medians
+    one, two = table["latency_median_ms"]
+    assert fit["ms_per_extra_step"] == pytest.approx(two - one) and fit["fixed_ms"] == pytest.approx(2 * one - two)
+    assert "| dpbridge_tiny | synthetic_normals | 2 |" in (folder / "latency.md").read_text()
     assert (folder / "latency.png").read_bytes()[:4] == b"\x89PNG"
     with pytest.raises(FileExistsError, match="already holds a latency study"):
         latency_study(cfg, str(folder), progress=False)
@@ -248,3 +252,16 @@ def test_every_cell_and_the_manifest_record_the_commit_the_call_started_from(tmp
     folder, table = latency_study(cfg, str(tmp_path / "lat"), progress=False)
     assert list(table.git_commit) == ["c0", "c0"]
     assert json.loads((folder / "manifest.json").read_text())["git_commit"] == "c0"
+
+
+def test_the_step_cost_fit_splits_latency_into_a_fixed_cost_and_a_cost_per_step():
+    steps = [1, 2, 5, 10]
+    table = pd.DataFrame({"method": ["m"] * 4 + ["one"], "dataset": ["d"] * 5, "steps": steps + [10],
+                          "latency_median_ms": [12.0 + 3.0 * s for s in steps] + [40.0]})
+    table.loc[3, "latency_median_ms"] += 0.5  # one cell off the line
+    fit = step_cost_fit(table).set_index("method")
+    assert list(fit.index) == ["m"]  # a method timed at one step count has no line
+    assert fit.loc["m", "n_step_counts"] == 4
+    assert fit.loc["m", "fixed_ms"] == pytest.approx(12.0, abs=0.3)
+    assert fit.loc["m", "ms_per_extra_step"] == pytest.approx(3.0, abs=0.06)
+    assert 0.1 < fit.loc["m", "max_residual_ms"] < 0.5  # the line leans towards the cell off it
