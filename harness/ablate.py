@@ -18,6 +18,7 @@ from typing import Optional
 
 import pandas as pd
 
+from harness import manifest as mf
 from harness.claims import budget_caveats, claims, claims_markdown, dan_caveats
 from harness.distributed import processes
 from harness.run import RESULTS_DIR, RunConfig, run
@@ -197,6 +198,7 @@ def ablate(cfg: AblateConfig, output: Optional[str] = None, train_missing: bool 
     of the datasets (harness.dataroots), for the grid at scale; ``train_roots``: of its training sets
     (``regenerate``)."""
     check_config(cfg)
+    commit = mf.git_commit()  # the code as this call started: the tree may change while the rows run
     missing = missing_checkpoints(cfg)
     if missing and not train_missing:
         lines = "\n".join(f"  {s}: {checkpoint_of(s)}  (regenerate: {train_command(s, cfg)})" for s in missing)
@@ -214,7 +216,7 @@ def ablate(cfg: AblateConfig, output: Optional[str] = None, train_missing: bool 
                                 batch_size=cfg.batch_size, count=cfg.count, eta=cfg.eta, device=cfg.device,
                                 dtype=cfg.dtype, processing_res=cfg.processing_res)
             row_folder, summary = run(run_cfg, str(folder / f"steps{steps}" / design[spec]["row"]),
-                                      progress=progress, roots=roots)
+                                      progress=progress, roots=roots, commit=commit)
             if summary is not None:  # None: launched on several processes and not the first (harness.distributed)
                 tables.append(table_rows(summary, [spec], design).assign(git_commit=recorded_commit(row_folder)))
     if not processes().is_main:

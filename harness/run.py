@@ -212,12 +212,14 @@ def record_batch_size(path: Path, manifest: dict, batch_size: int) -> None:
 
 
 def run(cfg: RunConfig, output: Optional[str] = None, progress: bool = True,
-        roots=None) -> tuple[Path, pd.DataFrame]:
+        roots=None, commit: Optional[str] = None) -> tuple[Path, pd.DataFrame]:
     """Evaluate every method on every dataset; returns the run folder and the tidy summary (None on all but the
     first process when launched on several: harness.distributed shards the samples, the first summarises).
 
     roots: datasets.roots.Resolved (harness.dataroots) for benchmarks read from files; None = from the environment
-    and the config file. Every dataset without data is named in one error before anything runs."""
+    and the config file. Every dataset without data is named in one error before anything runs. ``commit``: the
+    git commit a new run folder's manifest records (None: read now; a caller running many folders reads it once
+    as it starts, so an edit made meanwhile is not recorded as the code that ran)."""
     folder = output_folder(cfg, output)
     roots = roots if roots is not None else resolve_roots(cfg.datasets)
     plan = build_plan(cfg, folder, roots)
@@ -230,7 +232,7 @@ def run(cfg: RunConfig, output: Optional[str] = None, progress: bool = True,
             problems.append(str(err))
     if problems:
         raise SavedPredictionError("\n\n".join(problems))
-    record = manifest_record(cfg, plan)
+    record = manifest_record(cfg, plan, commit)
     record["skipped_datasets"] = dict(roots.skipped)  # --skip-missing: name -> why (no data)
     claim_folder(folder, record)
     forget_rows_to_redo(plan, cfg.retry_failed)
@@ -303,9 +305,9 @@ def processing_res(cfg: RunConfig, method, dataset) -> int:
     return resolved_processing_res(cfg.processing_res, dataset.spec.processing_res, method.contract.processing_res)
 
 
-def manifest_record(cfg: RunConfig, plan) -> dict:
+def manifest_record(cfg: RunConfig, plan, commit: Optional[str] = None) -> dict:
     return {
-        "config": asdict(cfg), "config_key": config_key(cfg), "git_commit": mf.git_commit(),
+        "config": asdict(cfg), "config_key": config_key(cfg), "git_commit": commit or mf.git_commit(),
         "packages": mf.package_versions(), "device": cfg.device, "device_name": mf.device_description(cfg.device),
         "dtype": cfg.dtype, "seed": cfg.seed, "world_size": processes().world_size,
         "datasets": {ds.name: {"list_fingerprint": mf.list_fingerprint(ds.ids()), **ds.describe(),

@@ -220,6 +220,21 @@ def test_the_rows_carry_the_sampler_and_device_settings_given(tmp_path):
     assert "eta 0.3, dtype float32, device cpu" in (tmp_path / "a" / "table3.md").read_text()
 
 
+def test_every_row_records_the_commit_the_call_started_from(tmp_path, monkeypatch):
+    import pandas as pd
+
+    import harness.manifest
+    from harness.cli import main
+
+    commits = iter(["c0"] + [f"c{i}+dirty" for i in range(1, 20)])  # the tree edited while the rows run
+    monkeypatch.setattr(harness.manifest, "git_commit", lambda: next(commits))
+    argv = ["ablate", "--variants", "full,dan_b", "--output", str(tmp_path / "a"), *SHIPPED_ROWS, "--steps", "1,2"]
+    assert main(argv) == 0  # four run folders, each started after the one before
+    table = pd.read_csv(tmp_path / "a" / "table3.csv")
+    assert len(set(zip(table.row, table.steps))) == 4 and set(table.git_commit) == {"c0"}
+    assert "commit c0;" in (tmp_path / "a" / "table3.md").read_text()
+
+
 def test_a_claim_between_rows_of_different_budgets_carries_a_caveat():
     import pandas as pd
 
