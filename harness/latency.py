@@ -364,7 +364,7 @@ def step_cost_lines(table: pd.DataFrame) -> list[str]:
     fit = step_cost_fit(table)
     if fit.empty:
         return []
-    lines = ["", "", "**Fixed and per-step cost** (least-squares line through each method's medians against steps)",
+    lines = ["", "**Fixed and per-step cost** (least-squares line through each method's medians against steps)",
              "", "| method | dataset | step counts | fixed (ms / image) | per extra step (ms / image) | largest "
              "residual (ms) |", "|---|---|---|---|---|---|"]
     lines += [f"| {r.method} | {r.dataset} | {r.n_step_counts} | {r.fixed_ms:.1f} | {r.ms_per_extra_step:.2f} | "
