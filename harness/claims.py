@@ -3,8 +3,8 @@
 Each claim names two rows of one ablation folder (``<folder>/steps<N>/<row>``) and is answered by the paired
 bootstrap of `compare` (same images, B - A): the difference, its 95% interval, and whether it excludes zero;
 then whether it still does after Holm's correction over every line and metric of the table (harness.multiplicity),
-so that a claim stands when the whole table holds at most a 5% chance of any false verdict. A claim whose rows
-were not evaluated is left out (and said so), never guessed.
+which keeps the chance of any false "distinguishable" in the whole table under 5%. A claim whose rows were not
+evaluated is left out (and said so), never guessed.
 """
 from __future__ import annotations
 
@@ -79,8 +79,9 @@ SAME_ON_BOTH_SIDES = ("seed", "eta", "steps", "dtype", "device", "processing_res
 
 def claims(folder: Path, steps: tuple[int, ...], evaluated: Optional[set] = None) -> tuple[pd.DataFrame, list[str]]:
     """Tidy claim rows (steps, claim, metric, a, b, b_minus_a, ci_low, ci_high, b_better, distinguishable, p_value,
-    and p_holm with distinguishable_holm over all of them) and the claims left out for want of rows. ``evaluated``: the rows this call ran (None: every finished row folder);
-    rows left in the folder by earlier calls with other rows are not used. Refuses a claim whose two rows were
+    and p_holm with distinguishable_holm over all of them) and the claims left out for want of rows.
+    ``evaluated``: the rows this call ran (None: every finished row folder); rows left in the folder by earlier
+    calls with other rows are not used. Refuses a claim whose two rows were
     evaluated with different settings (SAME_ON_BOTH_SIDES), naming them."""
     rows, skipped = [], []
     for n in steps:
@@ -98,7 +99,8 @@ def claims(folder: Path, steps: tuple[int, ...], evaluated: Optional[set] = None
                              "group": r["group"], "metric": r["metric"], "a": r["a"], "b": r["b"],
                              "b_minus_a": r["b_minus_a"], "ci_low": r["ci_low"], "ci_high": r["ci_high"],
                              "b_better": (r["b_minus_a"] < 0) == lower, "distinguishable": r["distinguishable"],
-                             "p_value": r["p_value"], "n_samples": r["n_samples"], "seed": r["seed_a"], "eta": r["eta_a"]})
+                             "p_value": r["p_value"], "n_samples": r["n_samples"], "seed": r["seed_a"],
+                             "eta": r["eta_a"]})
     found = with_holm(pd.DataFrame(rows, columns=[c for c in CLAIM_COLUMNS if "holm" not in c]))
     return found[list(CLAIM_COLUMNS)], skipped  # no rows: an empty table, its columns kept
 

@@ -5,9 +5,10 @@ images, which is much tighter than comparing two unpaired intervals. A differenc
 zero when its interval excludes 0; with fewer than 2 shared samples there is no interval (NaN) and nothing is
 distinguishable. Each row also has a two-sided ``p_value`` from the same bootstrap and ``p_holm``, Holm's
 adjustment over every row of the comparison (harness.multiplicity): ``distinguishable_holm`` keeps the chance of
-any false "distinguishable" among them under 5%. Pooled normals give mean, rmse and the thresholds as ratios of per-image sums; their median
-cannot be pooled from per-image rows and is left out. The ``unit`` column gives each metric's raw unit (depth's
-AbsRel and delta are fractions, which papers print x100; normals' thresholds are percent).
+any false "distinguishable" among them under 5%. Pooled normals give mean, rmse and the thresholds as ratios of
+per-image sums; their median cannot be pooled from per-image rows and is left out. The ``unit`` column gives each
+metric's raw unit (depth's AbsRel and delta are fractions, which papers print x100; normals' thresholds are
+percent).
 """
 from __future__ import annotations
 
