@@ -4,7 +4,9 @@ A robustness study is a run (harness.run) with extra cells: for every (method, d
 condition, its predictions cached under ``<method>__<dataset>__<noise>-<level>/`` beside the clean cell
 ``<method>__<dataset>/``. The study uses the run folder of the same settings (``results/runs/run-<key>``, or
 ``--output``), so clean predictions made by ``run`` with the same settings, or by an earlier study with other
-noises, are reused, and only missing cells are computed. Written into that folder:
+noises, are reused, and only missing cells are computed; a clean cell the folder lacks is copied from a finished
+run of the same settings but more methods (harness.clean_cells), such as the default `run`'s. Written into that
+folder:
 
     robustness.json       the conditions evaluated so far (noise, level, parameter) and the seeding rule; a later
                           study in the folder adds its conditions, and its tables list them all
@@ -24,6 +26,8 @@ from typing import Optional
 
 import pandas as pd
 
+from harness import run as run_module
+from harness.clean_cells import copy_clean_cells
 from harness.distributed import gather
 from harness.evaluate import evaluate_pairs
 from harness.perturb import Condition
@@ -37,9 +41,11 @@ DEFAULT_METHODS = ("dpbridge_tiny",)  # the trivial references ignore their inpu
 
 
 def robustness(cfg: RunConfig, conditions: list[Condition], output: Optional[str] = None, progress: bool = True,
-               roots=None) -> tuple[Path, pd.DataFrame, pd.DataFrame]:
+               roots=None, donors: Optional[Path] = None) -> tuple[Path, pd.DataFrame, pd.DataFrame]:
     """Evaluate clean and every condition; returns the folder, the tidy summary and the Table 4 layout.
-    ``roots``: dataset roots for benchmarks read from files (harness.dataroots), as for `run`."""
+    ``roots``: dataset roots for benchmarks read from files (harness.dataroots), as for `run`. ``donors``: where
+    finished runs of more methods are looked for, whose clean cells are copied (harness.clean_cells; None:
+    results/runs)."""
     folder = output_folder(cfg, output)
     plan = build_plan(cfg, folder, roots)
     saved = sorted({p.method.name for _, pairs in plan for p in pairs if p.method.reads_saved_predictions})
@@ -47,7 +53,10 @@ def robustness(cfg: RunConfig, conditions: list[Condition], output: Optional[str
         raise ValueError(f"{', '.join(saved)}: saved predictions cannot be re-made from noisy inputs; a "
                          f"robustness study needs methods that predict (drop them from --methods)")
     conditions = earlier_conditions(folder, conditions) + conditions  # read by every process before any writes
-    claim_folder(folder, manifest_record(cfg, plan))
+    record = manifest_record(cfg, plan)
+    claim_folder(folder, record)
+    copy_clean_cells(cfg, plan, record, folder, donors if donors is not None else run_module.RESULTS_DIR / "runs",
+                     progress)
     full = [(ds, pairs + [replace(p, folder=p.folder.with_name(f"{p.folder.name}__{c.label}"), noise=c)
                           for c in conditions for p in pairs]) for ds, pairs in plan]
     forget_rows_to_redo(full, cfg.retry_failed)

@@ -154,3 +154,36 @@ def test_a_method_that_serves_no_dataset_is_refused_before_any_work(tmp_path):
     with pytest.raises(ValueError, match="marigold_tiny predicts depth"):
         run(cfg, str(tmp_path / "r"), progress=False)
     assert not (tmp_path / "r").exists()
+
+
+def test_clean_cells_come_from_a_finished_run_of_more_methods_with_the_same_settings(tmp_path, monkeypatch):
+    runs = tmp_path / "runs"
+    wide = RunConfig(methods=("dpbridge_tiny", "ramp"), datasets=("synthetic",), steps=1, count=2, batch_size=2)
+    run(wide, str(runs / "wide"), progress=False)
+    run(RunConfig(**{**wide.__dict__, "steps": 2}), str(runs / "other_steps"), progress=False)  # not the same cell
+    seen = count_predictions(monkeypatch, "dpbridge_tiny")
+    gaussian = conditions(["gaussian"], {"gaussian": (0.1,)})
+    _, summary, _ = robustness(CFG, gaussian, str(runs / "study"), progress=False, donors=runs)
+    assert sum(seen) == 2  # the noisy cell alone: the clean one was copied
+    clean = runs / "study" / "dpbridge_tiny__synthetic"
+    assert (clean / "pred" / "test__00000.npy").read_bytes() == \
+        (runs / "wide" / "dpbridge_tiny__synthetic" / "pred" / "test__00000.npy").read_bytes()
+    assert json.loads((clean / "copied_from.json").read_text())["run"] == str(runs / "wide")
+    # the copy is what the study would have predicted itself
+    seen.clear()
+    _, alone, _ = robustness(CFG, gaussian, str(tmp_path / "alone"), progress=False, donors=tmp_path / "none")
+    assert sum(seen) == 4
+    assert (tmp_path / "alone" / "dpbridge_tiny__synthetic" / "pred" / "test__00000.npy").read_bytes() == \
+        (clean / "pred" / "test__00000.npy").read_bytes()
+    pd.testing.assert_frame_equal(summary, alone)
+
+
+def test_a_run_of_other_settings_or_unfinished_gives_no_clean_cells(tmp_path, monkeypatch):
+    runs = tmp_path / "runs"
+    run(RunConfig(**{**CFG.__dict__, "methods": ("dpbridge_tiny", "ramp"), "steps": 2}), str(runs / "steps2"),
+        progress=False)
+    run(RunConfig(**{**CFG.__dict__, "methods": ("dpbridge_tiny", "ramp")}), str(runs / "unfinished"), progress=False)
+    (runs / "unfinished" / "summary.csv").unlink()
+    seen = count_predictions(monkeypatch, "dpbridge_tiny")
+    robustness(CFG, conditions(["gaussian"], {"gaussian": (0.1,)}), str(runs / "study"), progress=False, donors=runs)
+    assert sum(seen) == 4 and not (runs / "study" / "dpbridge_tiny__synthetic" / "copied_from.json").exists()

@@ -1,0 +1,94 @@
+"""A robustness study's clean cells taken from a finished `run` of more methods, instead of predicted again.
+
+`python -m harness run` (five methods by default) and `python -m harness robustness` (DPBridge-tiny alone) have
+different run keys, so their folders differ. A clean cell the study lacks, ``<method>__<dataset>/``, is copied from
+a finished run folder under ``results/runs/`` whose settings are the study's but for the method list, and whose
+manifest describes that cell and its dataset exactly as the study's does (weights fingerprint, steps, sample list,
+batch size...): the same samples in the same batches from the same generators, so the copied predictions are
+the ones the study would have made. The copy records where it came from (``copied_from.json`` in the cell).
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from harness import run as run_module
+from harness.distributed import ROWS, processes
+from harness.runio import atomic_write_text
+
+COPIED_FROM = "copied_from.json"
+
+
+def same_but_methods(cfg, manifest: dict) -> bool:
+    """True when a run manifest's config has ``cfg``'s key settings once the method lists are left out."""
+    try:
+        theirs = run_module.RunConfig(**{**manifest["config"], "methods": ()})
+    except (KeyError, TypeError):
+        return False
+    return run_module.config_key(theirs) == run_module.config_key(replace(cfg, methods=()))
+
+
+def finished_runs(cfg, root: Path, folder: Path) -> list[tuple[Path, dict]]:
+    """(folder, manifest) of the finished runs (summary.csv written) under ``root`` that differ from ``cfg`` at
+    most in their methods, by folder name; ``folder`` itself is left out."""
+    found = []
+    for path in sorted(root.glob("*/manifest.json")) if root.is_dir() else []:
+        if path.parent.resolve() == folder.resolve() or not (path.parent / "summary.csv").is_file():
+            continue
+        try:
+            manifest = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if same_but_methods(cfg, manifest):
+            found.append((path.parent, manifest))
+    return found
+
+
+def describes_the_same_cell(record: dict, manifest: dict, cell: str, dataset: str) -> bool:
+    """The two manifests give the cell (method settings, weights) and its dataset (sample list) the same entries."""
+    return (cell in manifest.get("methods", {}) and manifest["methods"][cell] == record["methods"][cell]
+            and manifest.get("datasets", {}).get(dataset) == record["datasets"][dataset])
+
+
+def copy_clean_cells(cfg, plan, record: dict, folder: Path, root: Path, progress: bool = True) -> list[str]:
+    """Copy every clean cell of ``plan`` that ``folder`` lacks from a finished run under ``root`` (the first, by
+    name, that describes it the same); returns the cells copied. The first process copies, the others wait."""
+    copied = []
+    if processes().is_main:
+        donors = finished_runs(cfg, root, folder)
+        for ds, pairs in plan:
+            for pair in pairs:
+                if pair.noise is None and is_empty(pair.folder):
+                    donor = next((d for d, m in donors if describes_the_same_cell(record, m, pair.folder.name, ds.name)
+                                  and has_rows(d / pair.folder.name)), None)
+                    if donor is not None:
+                        copy_cell(donor / pair.folder.name, pair.folder)
+                        copied.append(pair.folder.name)
+                        if progress:
+                            print(f"{pair.folder.name}: clean predictions copied from {donor}", file=sys.stderr)
+    processes().barrier()
+    return copied
+
+
+def is_empty(cell: Path) -> bool:
+    """Nothing predicted or scored there yet (absent, or an empty folder)."""
+    return not cell.exists() or not any(cell.iterdir())
+
+
+def has_rows(cell: Path) -> bool:
+    return (cell / ROWS).is_file() and (cell / ROWS).stat().st_size > 0
+
+
+def copy_cell(source: Path, target: Path) -> None:
+    """Copy a cell folder whole, then move it into place: a kill leaves no half cell (only a hidden partial copy,
+    replaced by the next try)."""
+    partial = target.with_name(f".{target.name}.copying")
+    shutil.rmtree(partial, ignore_errors=True)
+    shutil.copytree(source, partial)
+    atomic_write_text(partial / COPIED_FROM, json.dumps({"run": str(source.parent), "cell": source.name}) + "\n")
+    if target.exists():  # empty (is_empty): nothing is lost
+        target.rmdir()
+    partial.rename(target)
