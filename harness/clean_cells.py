@@ -65,7 +65,7 @@ def copy_clean_cells(cfg, plan, record: dict, folder: Path, root: Path, progress
                     donor = next((d for d, m in donors if describes_the_same_cell(record, m, pair.folder.name, ds.name)
                                   and has_rows(d / pair.folder.name)), None)
                     if donor is not None:
-                        copy_cell(donor / pair.folder.name, pair.folder)
+                        copy_cell(donor / pair.folder.name, pair.folder, dict(donors)[donor].get("git_commit"))
                         copied.append(pair.folder.name)
                         if progress:
                             print(f"{pair.folder.name}: clean predictions copied from {donor}", file=sys.stderr)
@@ -82,13 +82,14 @@ def has_rows(cell: Path) -> bool:
     return (cell / ROWS).is_file() and (cell / ROWS).stat().st_size > 0
 
 
-def copy_cell(source: Path, target: Path) -> None:
+def copy_cell(source: Path, target: Path, commit=None) -> None:
     """Copy a cell folder whole, then move it into place: a kill leaves no half cell (only a hidden partial copy,
-    replaced by the next try)."""
+    replaced by the next try). ``commit``: the source run's recorded git commit, kept with the copy."""
     partial = target.with_name(f".{target.name}.copying")
     shutil.rmtree(partial, ignore_errors=True)
     shutil.copytree(source, partial)
-    atomic_write_text(partial / COPIED_FROM, json.dumps({"run": str(source.parent), "cell": source.name}) + "\n")
+    origin = {"run": str(source.parent), "cell": source.name, "git_commit": commit}
+    atomic_write_text(partial / COPIED_FROM, json.dumps(origin) + "\n")
     if target.exists():  # empty (is_empty): nothing is lost
         target.rmdir()
     partial.rename(target)

@@ -168,7 +168,9 @@ def test_clean_cells_come_from_a_finished_run_of_more_methods_with_the_same_sett
     clean = runs / "study" / "dpbridge_tiny__synthetic"
     assert (clean / "pred" / "test__00000.npy").read_bytes() == \
         (runs / "wide" / "dpbridge_tiny__synthetic" / "pred" / "test__00000.npy").read_bytes()
-    assert json.loads((clean / "copied_from.json").read_text())["run"] == str(runs / "wide")
+    origin = json.loads((clean / "copied_from.json").read_text())
+    assert origin["run"] == str(runs / "wide") and origin["git_commit"] == \
+        json.loads((runs / "wide" / "manifest.json").read_text())["git_commit"]
     # the copy is what the study would have predicted itself
     seen.clear()
     _, alone, _ = robustness(CFG, gaussian, str(tmp_path / "alone"), progress=False, donors=tmp_path / "none")
