@@ -256,7 +256,8 @@ def cmd_diagnose(args) -> int:
     cfg = DiagnoseConfig(task=args.task, checkpoint=args.checkpoint, split=args.split, count=args.count,
                          steps=_ints(args.steps, "--steps"), ensemble=args.ensemble, eta=args.eta, seed=args.seed)
     table = pd.DataFrame(diagnose(cfg))
-    shown = ["kind", "t", "steps", "members", "latent_mse", "ratio_to_first_estimate"]
+    shown = ["kind", "t", "steps", "members", "latent_mse", "ci_low", "ci_high", "ratio_to_first_estimate",
+             "ratio_ci_low", "ratio_ci_high"]
     print(tabulate(table[shown], headers="keys", tablefmt="github", showindex=False, floatfmt=".4g"))
     print(f"checkpoint {table.checkpoint[0]} ({table.weights_fingerprint[0]}), {cfg.split} scenes 0..{cfg.count - 1}, "
           f"eta {cfg.eta}, seed {cfg.seed}")

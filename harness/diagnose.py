@@ -19,7 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
 import torch
+
+from harness.summary import BOOTSTRAP_DRAWS, BOOTSTRAP_SEED
 
 POSTERIOR_TIMES = (999, 900, 700, 500, 300, 100, 1)  # DDPM time t (diffusers index k = t - 1)
 WORLD_SEED = 0  # the tiny world's scene seed, as `run` renders it by default (the split picks the scenes)
@@ -48,12 +51,25 @@ def scene_latents(model, task: str, split: str, count: int) -> tuple[torch.Tenso
     return model.encode(rgb_to_tensor(pool["rgb"])), model.encode(target)
 
 
-def latent_mse(estimate: torch.Tensor, x_0: torch.Tensor) -> float:
-    return float(((estimate.float() - x_0.float()) ** 2).mean())
+def latent_mse(estimate: torch.Tensor, x_0: torch.Tensor) -> np.ndarray:
+    """Per-scene mean squared error [B] of latents [B,4,h,w]."""
+    return ((estimate.float() - x_0.float()) ** 2).mean(dim=(1, 2, 3)).double().numpy()
 
 
-def posterior_mean_mse(model, x_T: torch.Tensor, x_0: torch.Tensor, t: int, gen: torch.Generator) -> float:
-    """MSE of the network's x0 estimate from x_t ~ q(x_t | x_0, x_T) at DDPM time t (1 <= t <= T-1)."""
+def scene_intervals(per_scene: np.ndarray, first: np.ndarray) -> dict:
+    """Bootstrap 95% intervals over scenes [N] of the mean MSE and of its ratio to the first estimate's mean MSE
+    (paired: both means from the same resampled scenes); NaN with fewer than 2 scenes."""
+    n = len(per_scene)
+    if n < 2:
+        return dict.fromkeys(("ci_low", "ci_high", "ratio_ci_low", "ratio_ci_high"), float("nan"))
+    idx = np.random.default_rng(BOOTSTRAP_SEED).integers(0, n, size=(BOOTSTRAP_DRAWS, n))
+    means, ratios = per_scene[idx].mean(1), per_scene[idx].mean(1) / first[idx].mean(1)
+    (lo, hi), (rlo, rhi) = np.percentile(means, [2.5, 97.5]), np.percentile(ratios, [2.5, 97.5])
+    return {"ci_low": float(lo), "ci_high": float(hi), "ratio_ci_low": float(rlo), "ratio_ci_high": float(rhi)}
+
+
+def posterior_mean_mse(model, x_T: torch.Tensor, x_0: torch.Tensor, t: int, gen: torch.Generator) -> np.ndarray:
+    """Per-scene MSE [B] of the network's x0 estimate from x_t ~ q(x_t | x_0, x_T) at DDPM time t (1 <= t <= T-1)."""
     t_vec = torch.full((x_0.shape[0],), t, dtype=torch.int64)
     noise = torch.randn(x_0.shape, generator=gen)
     x_t = model.schedule.q_sample(x_0, x_T, t_vec, noise)
@@ -73,8 +89,9 @@ def scene_generators(seed: int, count: int) -> list[torch.Generator]:
 
 @torch.inference_mode()
 def diagnose(cfg: DiagnoseConfig) -> list[dict]:
-    """Rows {kind, t, steps, members, latent_mse, ratio_to_first_estimate, settings}; the ratio is to the
-    posterior-mean MSE at the largest t (the estimate the sampler's first step makes from the image)."""
+    """Rows {kind, t, steps, members, latent_mse, ratio_to_first_estimate, their bootstrap 95% intervals over the
+    scenes (ci_low, ci_high, ratio_ci_low, ratio_ci_high), settings}; the ratio is to the posterior-mean MSE at the
+    largest t (the estimate the sampler's first step makes from the image)."""
     from harness.registry import load_entries
     from methods.backbones import WEIGHTS_DIR
     from methods.dpbridge import load_checkpoint
@@ -108,8 +125,10 @@ def diagnose(cfg: DiagnoseConfig) -> list[dict]:
         out = sampled_latents(model, x_T, steps, cfg.eta, scene_generators(cfg.seed, cfg.count), cfg.ensemble)
         rows.append({"kind": "ensemble", "t": 0, "steps": steps, "members": cfg.ensemble,
                      "latent_mse": latent_mse(out, x_0)})
-    first = rows[max(range(len(cfg.times)), key=lambda i: cfg.times[i])]["latent_mse"]
+    first = rows[max(range(len(cfg.times)), key=lambda i: cfg.times[i])]["latent_mse"]  # per scene [count]
     settings = {"checkpoint": str(folder), "weights_fingerprint": weights_fingerprint(folder), "task": cfg.task,
                 "split": cfg.split, "world_seed": WORLD_SEED, "count": cfg.count, "eta": cfg.eta, "seed": cfg.seed,
                 "processing_res": model.cfg.processing_res, "dtype": "float32", "device": "cpu"}
-    return [{**row, "ratio_to_first_estimate": row["latent_mse"] / first, **settings} for row in rows]
+    return [{**row, "latent_mse": float(row["latent_mse"].mean()),
+             "ratio_to_first_estimate": float(row["latent_mse"].mean() / first.mean()),
+             **scene_intervals(row["latent_mse"], first), **settings} for row in rows]

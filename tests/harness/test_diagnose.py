@@ -20,6 +20,24 @@ def test_rows_cover_times_steps_and_the_ensemble_with_their_settings():
     assert rows.latent_mse.iloc[1] < 0.1 * first
     assert set(rows.weights_fingerprint) == {rows.weights_fingerprint[0]} and len(rows.weights_fingerprint[0]) == 16
     assert (rows.split == "val").all() and (rows["count"] == 3).all()
+    # intervals over the 3 scenes hold their estimates; the first estimate's ratio to itself is 1 in every draw
+    assert ((rows.ci_low <= rows.latent_mse) & (rows.latent_mse <= rows.ci_high)).all()
+    assert ((rows.ratio_ci_low <= rows.ratio_to_first_estimate) & (rows.ratio_to_first_estimate
+                                                                    <= rows.ratio_ci_high)).all()
+    assert rows.ratio_ci_low.iloc[0] == pytest.approx(1.0) and rows.ratio_ci_high.iloc[0] == pytest.approx(1.0)
+    assert (rows.ci_high > rows.ci_low).all()
+
+
+def test_intervals_over_scenes_are_paired_and_absent_for_one_scene():
+    import numpy as np
+
+    from harness.diagnose import scene_intervals
+
+    first = np.array([1.0, 2.0, 4.0, 8.0])
+    twice = scene_intervals(2 * first, first)  # every resample has the same ratio
+    assert twice["ratio_ci_low"] == pytest.approx(2.0) and twice["ratio_ci_high"] == pytest.approx(2.0)
+    assert twice["ci_low"] < 2 * first.mean() < twice["ci_high"]
+    assert all(np.isnan(v) for v in scene_intervals(first[:1], first[:1]).values())
 
 
 def test_the_ensemble_is_the_mean_of_successive_draws():
