@@ -47,10 +47,21 @@ def finished_runs(cfg, root: Path, folder: Path) -> list[tuple[Path, dict]]:
     return found
 
 
+def as_json(value):
+    """``value`` as it reads back from a manifest (tuples become lists), so entries compare like with like."""
+    return json.loads(json.dumps(value))
+
+
 def describes_the_same_cell(record: dict, manifest: dict, cell: str, dataset: str) -> bool:
     """The two manifests give the cell (method settings, weights) and its dataset (sample list) the same entries."""
-    return (cell in manifest.get("methods", {}) and manifest["methods"][cell] == record["methods"][cell]
-            and manifest.get("datasets", {}).get(dataset) == record["datasets"][dataset])
+    return (cell in manifest.get("methods", {}) and manifest["methods"][cell] == as_json(record["methods"][cell])
+            and manifest.get("datasets", {}).get(dataset) == as_json(record["datasets"][dataset]))
+
+
+def donor_of(cell: str, dataset: str, donors: list[tuple[Path, dict]], record: dict):
+    """(run folder, manifest) of the first donor that holds scored rows of ``cell`` described as ``record`` does."""
+    return next(((run, manifest) for run, manifest in donors
+                 if describes_the_same_cell(record, manifest, cell, dataset) and has_rows(run / cell)), None)
 
 
 def copy_clean_cells(cfg, plan, record: dict, folder: Path, root: Path, progress: bool = True) -> list[str]:
@@ -60,15 +71,15 @@ def copy_clean_cells(cfg, plan, record: dict, folder: Path, root: Path, progress
     if processes().is_main:
         donors = finished_runs(cfg, root, folder)
         for ds, pairs in plan:
-            for pair in pairs:
-                if pair.noise is None and is_empty(pair.folder):
-                    donor = next((d for d, m in donors if describes_the_same_cell(record, m, pair.folder.name, ds.name)
-                                  and has_rows(d / pair.folder.name)), None)
-                    if donor is not None:
-                        copy_cell(donor / pair.folder.name, pair.folder, dict(donors)[donor].get("git_commit"))
-                        copied.append(pair.folder.name)
-                        if progress:
-                            print(f"{pair.folder.name}: clean predictions copied from {donor}", file=sys.stderr)
+            for pair in (p for p in pairs if p.noise is None and is_empty(p.folder)):
+                found = donor_of(pair.folder.name, ds.name, donors, record)
+                if found is None:
+                    continue
+                run, manifest = found
+                copy_cell(run / pair.folder.name, pair.folder, manifest.get("git_commit"))
+                copied.append(pair.folder.name)
+                if progress:
+                    print(f"{pair.folder.name}: clean predictions copied from {run}", file=sys.stderr)
     processes().barrier()
     return copied
 

@@ -189,3 +189,13 @@ def test_a_run_of_other_settings_or_unfinished_gives_no_clean_cells(tmp_path, mo
     seen = count_predictions(monkeypatch, "dpbridge_tiny")
     robustness(CFG, conditions(["gaussian"], {"gaussian": (0.1,)}), str(runs / "study"), progress=False, donors=runs)
     assert sum(seen) == 4 and not (runs / "study" / "dpbridge_tiny__synthetic" / "copied_from.json").exists()
+
+
+def test_a_cell_is_the_same_when_its_manifest_reads_back_tuples_as_lists():
+    from harness.clean_cells import describes_the_same_cell
+
+    record = {"methods": {"m__d": {"steps": 10, "resolution": (64, 64)}}, "datasets": {"d": {"resolution": (64, 64)}}}
+    written = json.loads(json.dumps(record))  # as the donor's manifest.json reads back
+    assert describes_the_same_cell(record, written, "m__d", "d")
+    written["methods"]["m__d"]["steps"] = 20
+    assert not describes_the_same_cell(record, written, "m__d", "d")
