@@ -83,7 +83,8 @@ def cell_settings(manifest: dict, cell: str, dataset: str) -> dict:
             "weights_fingerprint": described.get("weights_fingerprint", "-"), "dtype": manifest.get("dtype"),
             "device": manifest.get("device", "-"), "processing_res": described.get("processing_res", "-"),
             "alignment": described.get("alignment", "-"),
-            "list_fingerprint": manifest["datasets"][dataset].get("list_fingerprint", "-")}
+            "list_fingerprint": manifest["datasets"][dataset].get("list_fingerprint", "-"),
+            "git_commit": manifest.get("git_commit", "-")}  # the code as the run folder was started
 
 
 def run_cells(folder: Path) -> dict[tuple[str, str], Path]:

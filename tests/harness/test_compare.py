@@ -1,3 +1,4 @@
+import json
 import numpy as np
 import pandas as pd
 import pytest
@@ -71,6 +72,7 @@ def test_compare_names_each_side_s_settings_and_refuses_unfinished_or_different_
     assert (row["alignment_a"], row["device_a"]) == ("least_squares", "cpu")
     assert row["unit"] == "fraction (papers print x100)"
     assert row["processing_res_a"] == row["processing_res_b"] and row["list_fingerprint_a"] == row["list_fingerprint_b"]
+    assert row["git_commit_a"] == json.loads((a / "manifest.json").read_text())["git_commit"]
 
     other, _ = run(RunConfig(**base, dataset_args={"synthetic": {"seed": "5"}}), str(tmp_path / "w"), progress=False)
     with pytest.raises(ValueError, match=r"read synthetic with different settings \(seed: 0 -> 5\)"):
