@@ -179,11 +179,19 @@ def table4(summary: pd.DataFrame, conditions: list[Condition]) -> pd.DataFrame:
     return pd.DataFrame(records)
 
 
+SHARED_SETTINGS = ("seed", "eta", "ensemble_size", "dtype", "device")
+PER_DATASET_SETTINGS = {"checkpoint": "checkpoints", "processing_res": "processing_res", "alignment": "alignment",
+                        "aggregation": "aggregation", "list_fingerprint": "list_fingerprint"}  # summary -> table column
+
+
 def row_settings(cells: pd.DataFrame) -> dict:
-    """The settings behind one Table 4 row (summary columns its cells share), each dataset's checkpoint named."""
-    out = {col: ", ".join(sorted({str(v) for v in cells[col]})) for col in ("seed", "eta", "dtype", "device")}
-    pairs = cells[["dataset", "checkpoint"]].drop_duplicates().itertuples(index=False)
-    out["checkpoints"] = "; ".join(f"{d}: {c}" for d, c in pairs)
+    """The settings behind one Table 4 row: the summary columns its cells share, and those of each dataset named
+    per dataset ("synthetic: 64; synthetic_normals: 64")."""
+    out = {col: ", ".join(sorted({str(v) for v in cells[col]})) for col in SHARED_SETTINGS if col in cells}
+    for col, name in PER_DATASET_SETTINGS.items():
+        if col in cells:
+            pairs = cells[["dataset", col]].drop_duplicates().itertuples(index=False)
+            out[name] = "; ".join(f"{d}: {v}" for d, v in pairs)
     return out
 
 

@@ -134,6 +134,10 @@ def test_a_later_study_in_the_folder_keeps_the_earlier_conditions_in_table_4(tmp
     assert "settings: seed 0; eta 0; dtype float32; device cpu" in text and "sample lists (fingerprint)" in text
     assert "methods/weights/dpbridge_tiny_depth" in text
     assert (table["seed"] == "0").all() and table["checkpoints"].str.contains("synthetic: methods/weights").all()
+    fingerprint = summary["list_fingerprint"].iloc[0]  # every number with the settings that made it
+    assert (table["list_fingerprint"] == f"synthetic: {fingerprint}").all()
+    assert (table["alignment"] == "synthetic: least_squares").all() and (table["processing_res"] == "synthetic: 64").all()
+    assert (table["aggregation"] == "synthetic: per_image").all() and (table["ensemble_size"] == "1").all()
 
 
 def test_a_condition_recorded_that_is_no_longer_valid_is_named(tmp_path):
