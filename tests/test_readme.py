@@ -23,3 +23,15 @@ def test_ci_runs_the_readme_test_command():
     second = _readme_commands()[1]
     after_activation = second.split("&& ", 2)[2]  # drop `python -m venv .venv && . .venv/bin/activate`
     assert after_activation in (ROOT / ".ci" / "run").read_text()
+
+
+def test_the_readme_shows_the_shipped_table_3_and_claims_as_they_are():
+    """The README's copies of the ablation results are the shipped files' rows (regenerating one means both)."""
+    readme = (ROOT / "README.md").read_text()
+    folder = ROOT / "results" / "tiny_world" / "ablation"
+    table3 = [line for line in (folder / "table3.md").read_text().splitlines() if line.startswith("| ")]
+    claims = [line.split(" | ") for line in (folder / "claims.md").read_text().splitlines()
+              if line.startswith("| ") and line.split(" | ")[1] == "all"]
+    on_all_images = [" | ".join(cells[:1] + cells[2:]) for cells in claims]  # the subset column dropped
+    assert table3 and on_all_images
+    assert [row for row in table3 + on_all_images if row not in readme] == []
