@@ -136,7 +136,8 @@ def test_a_later_study_in_the_folder_keeps_the_earlier_conditions_in_table_4(tmp
     assert (table["seed"] == "0").all() and table["checkpoints"].str.contains("synthetic: methods/weights").all()
     fingerprint = summary["list_fingerprint"].iloc[0]  # every number with the settings that made it
     assert (table["list_fingerprint"] == f"synthetic: {fingerprint}").all()
-    assert (table["alignment"] == "synthetic: least_squares").all() and (table["processing_res"] == "synthetic: 64").all()
+    assert (table["alignment"] == "synthetic: least_squares").all()
+    assert (table["processing_res"] == "synthetic: 64").all()
     assert (table["aggregation"] == "synthetic: per_image").all() and (table["ensemble_size"] == "1").all()
 
 
