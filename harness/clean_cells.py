@@ -14,6 +14,7 @@ import shutil
 import sys
 from dataclasses import replace
 from pathlib import Path
+from typing import Optional
 
 from harness import run as run_module
 from harness.distributed import ROWS, processes
@@ -22,19 +23,18 @@ from harness.runio import atomic_write_text
 COPIED_FROM = "copied_from.json"
 
 
-def same_but_methods(cfg, manifest: dict) -> bool:
-    """True when a run manifest's config has ``cfg``'s key settings once the method lists are left out."""
+def key_without_methods(config: dict):
+    """The run key of a manifest's config once its method list is left out (None: not a run's config)."""
     try:
-        theirs = run_module.RunConfig(**{**manifest["config"], "methods": ()})
+        return run_module.config_key(run_module.RunConfig(**{**config, "methods": ()}))
     except (KeyError, TypeError):
-        return False
-    return run_module.config_key(theirs) == run_module.config_key(replace(cfg, methods=()))
+        return None
 
 
 def finished_runs(cfg, root: Path, folder: Path) -> list[tuple[Path, dict]]:
     """(folder, manifest) of the finished runs (summary.csv written) under ``root`` that differ from ``cfg`` at
     most in their methods, by folder name; ``folder`` itself is left out."""
-    found = []
+    mine, found = run_module.config_key(replace(cfg, methods=())), []
     for path in sorted(root.glob("*/manifest.json")) if root.is_dir() else []:
         if path.parent.resolve() == folder.resolve() or not (path.parent / "summary.csv").is_file():
             continue
@@ -42,7 +42,7 @@ def finished_runs(cfg, root: Path, folder: Path) -> list[tuple[Path, dict]]:
             manifest = json.loads(path.read_text())
         except (OSError, ValueError):
             continue
-        if same_but_methods(cfg, manifest):
+        if key_without_methods(manifest.get("config", {})) == mine:
             found.append((path.parent, manifest))
     return found
 
@@ -64,12 +64,14 @@ def donor_of(cell: str, dataset: str, donors: list[tuple[Path, dict]], record: d
                  if describes_the_same_cell(record, manifest, cell, dataset) and has_rows(run / cell)), None)
 
 
-def copy_clean_cells(cfg, plan, record: dict, folder: Path, root: Path, progress: bool = True) -> list[str]:
-    """Copy every clean cell of ``plan`` that ``folder`` lacks from a finished run under ``root`` (the first, by
-    name, that describes it the same); returns the cells copied. The first process copies, the others wait."""
+def copy_clean_cells(cfg, plan, record: dict, folder: Path, root: Optional[Path] = None,
+                     progress: bool = True) -> list[str]:
+    """Copy every clean cell of ``plan`` that ``folder`` lacks from a finished run under ``root`` (None:
+    results/runs; the first run, by name, that describes the cell the same); returns the cells copied. The first
+    process copies, the others wait."""
     copied = []
     if processes().is_main:
-        donors = finished_runs(cfg, root, folder)
+        donors = finished_runs(cfg, root if root is not None else run_module.RESULTS_DIR / "runs", folder)
         for ds, pairs in plan:
             for pair in (p for p in pairs if p.noise is None and is_empty(p.folder)):
                 found = donor_of(pair.folder.name, ds.name, donors, record)

@@ -63,7 +63,8 @@ def scene_intervals(per_scene: np.ndarray, first: np.ndarray) -> dict:
     if n < 2:
         return dict.fromkeys(("ci_low", "ci_high", "ratio_ci_low", "ratio_ci_high"), float("nan"))
     idx = np.random.default_rng(BOOTSTRAP_SEED).integers(0, n, size=(BOOTSTRAP_DRAWS, n))
-    means, ratios = per_scene[idx].mean(1), per_scene[idx].mean(1) / first[idx].mean(1)
+    means = per_scene[idx].mean(1)
+    ratios = means / first[idx].mean(1)
     (lo, hi), (rlo, rhi) = np.percentile(means, [2.5, 97.5]), np.percentile(ratios, [2.5, 97.5])
     return {"ci_low": float(lo), "ci_high": float(hi), "ratio_ci_low": float(rlo), "ratio_ci_high": float(rhi)}
 

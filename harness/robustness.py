@@ -26,7 +26,6 @@ from typing import Optional
 
 import pandas as pd
 
-from harness import run as run_module
 from harness.clean_cells import copy_clean_cells
 from harness.distributed import gather
 from harness.evaluate import evaluate_pairs
@@ -55,8 +54,7 @@ def robustness(cfg: RunConfig, conditions: list[Condition], output: Optional[str
     conditions = earlier_conditions(folder, conditions) + conditions  # read by every process before any writes
     record = manifest_record(cfg, plan)
     claim_folder(folder, record)
-    copy_clean_cells(cfg, plan, record, folder, donors if donors is not None else run_module.RESULTS_DIR / "runs",
-                     progress)
+    copy_clean_cells(cfg, plan, record, folder, donors, progress)
     full = [(ds, pairs + [replace(p, folder=p.folder.with_name(f"{p.folder.name}__{c.label}"), noise=c)
                           for c in conditions for p in pairs]) for ds, pairs in plan]
     forget_rows_to_redo(full, cfg.retry_failed)
