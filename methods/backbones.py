@@ -23,6 +23,15 @@ TINY_IMAGE_SIZE = 64  # px, the tiny world's training resolution
 TINY_LATENT_SIZE = 16  # VAE downsamples 4x
 TINY_TEXT_TOKENS, TINY_TEXT_DIM = 8, 32  # null-text embedding [1,8,32]
 
+# How the empty prompt is tokenised for a backbone's CLIP text encoder [choice: the paper says only "null-text
+# embedding"]. "none": [BOS, EOS], 2 tokens, as Marigold's released code encodes it (padding="do_not_pad"), whose
+# recipe DPBridge follows. "max_length": padded to the tokenizer's 77 tokens, as diffusers' text-to-image pipelines
+# encode an empty prompt. The text encoder is causal, so its first 2 rows are the same either way; what differs is
+# whether the UNet's cross-attention attends over 2 keys or 77. A backbone folder that ships NULL_TEXT_FILE (the
+# tiny one) uses that file under either setting.
+NULL_TEXT_PADDINGS = ("none", "max_length")
+DEFAULT_NULL_TEXT_PADDING = "none"
+
 
 def recorded_path(path) -> str:
     """A weights path as recorded with results: relative to the repository when inside it (the shipped weights
@@ -58,6 +67,7 @@ class Backbone:
     null_text: torch.Tensor  # [1, tokens, dim] cross-attention context
     scaling_factor: float  # latent = scaling_factor * E(x)
     source: str  # folder it came from, or "random-init"
+    null_text_source: str = ""  # how null_text was obtained (load_null_text), recorded with results
 
 
 def missing_files_message(folder: Path) -> str:
@@ -75,27 +85,38 @@ def check_backbone_folder(folder: Path) -> None:
         raise FileNotFoundError(missing_files_message(folder) + f" Missing: {', '.join(missing) or 'null text'}.")
 
 
-def load_null_text(folder: Path) -> torch.Tensor:
-    """The empty-prompt embedding: shipped file, or computed once from the backbone's own CLIP text encoder."""
+def check_null_text_padding(padding: str) -> None:
+    if padding not in NULL_TEXT_PADDINGS:
+        raise ValueError(f"null_text_padding={padding!r}: expected one of {', '.join(NULL_TEXT_PADDINGS)}")
+
+
+def load_null_text(folder: Path, padding: str = DEFAULT_NULL_TEXT_PADDING) -> tuple[torch.Tensor, str]:
+    """The empty-prompt embedding [1,tokens,dim] and where it came from: the shipped file, or computed once from the
+    backbone's own CLIP text encoder, tokenised as ``padding`` says (NULL_TEXT_PADDINGS)."""
+    check_null_text_padding(padding)
     path = folder / NULL_TEXT_FILE
     if path.is_file():
-        return load_file(str(path))["null_text"].float()
-    return _encode_empty_prompt(str(Path(folder).resolve())).clone()
+        return load_file(str(path))["null_text"].float(), f"file {NULL_TEXT_FILE}"
+    embedding = _encode_empty_prompt(str(Path(folder).resolve()), padding).clone()
+    return embedding, f"CLIP text encoder on the empty prompt, padding {padding}, {embedding.shape[1]} tokens"
 
 
 @functools.lru_cache(maxsize=4)
-def _encode_empty_prompt(folder: str) -> torch.Tensor:
-    """CLIP text encoder of ``folder`` on the empty prompt, once per process (the encoder is then released)."""
+def _encode_empty_prompt(folder: str, padding: str) -> torch.Tensor:
+    """CLIP text encoder of ``folder`` on the empty prompt, once per process and padding (the encoder is then
+    released): [1,2,dim] for "none", [1,77,dim] for "max_length"."""
     from transformers import CLIPTextModel, CLIPTokenizer  # real SD folders only
 
     tokenizer = CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer", local_files_only=True)
     encoder = CLIPTextModel.from_pretrained(folder, subfolder="text_encoder", local_files_only=True)
-    ids = tokenizer([""], padding="max_length", max_length=tokenizer.model_max_length, return_tensors="pt").input_ids
+    ids = tokenizer([""], padding="do_not_pad" if padding == "none" else "max_length",
+                    max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt").input_ids
     with torch.no_grad():
-        return encoder(ids)[0].float()  # [1,77,dim]
+        return encoder(ids)[0].float()
 
 
-def load_backbone(folder: Path | str = TINY_BACKBONE_DIR, with_unet: bool = True) -> Backbone:
+def load_backbone(folder: Path | str = TINY_BACKBONE_DIR, with_unet: bool = True,
+                  null_text_padding: str = DEFAULT_NULL_TEXT_PADDING) -> Backbone:
     """Load VAE + UNet + null text from a diffusers-layout folder, fp32, offline. ``with_unet=False`` skips the
     UNet's weights (``unet`` is None): a trained checkpoint brings its own (SD2.1's UNet is 865 M parameters)."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
@@ -107,8 +128,10 @@ def load_backbone(folder: Path | str = TINY_BACKBONE_DIR, with_unet: bool = True
     if with_unet:
         unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet", torch_dtype=torch.float32,
                                                     local_files_only=True).float()
-    return Backbone(vae=vae.float().eval(), unet=unet, null_text=load_null_text(folder),
-                    scaling_factor=float(vae.config.scaling_factor), source=str(folder))
+    null_text, null_text_source = load_null_text(folder, null_text_padding)
+    return Backbone(vae=vae.float().eval(), unet=unet, null_text=null_text,
+                    scaling_factor=float(vae.config.scaling_factor), source=str(folder),
+                    null_text_source=null_text_source)
 
 
 def new_tiny_backbone(seed: int = 0) -> Backbone:
@@ -120,7 +143,8 @@ def new_tiny_backbone(seed: int = 0) -> Backbone:
     unet = UNet2DConditionModel(**tiny_unet_config())
     gen = torch.Generator().manual_seed(seed)
     null_text = torch.randn(1, TINY_TEXT_TOKENS, TINY_TEXT_DIM, generator=gen)  # fixed, never trained
-    return Backbone(vae=vae, unet=unet, null_text=null_text, scaling_factor=1.0, source="random-init")
+    return Backbone(vae=vae, unet=unet, null_text=null_text, scaling_factor=1.0, source="random-init",
+                    null_text_source=f"random, seed {seed}")
 
 
 def save_module_fp16(module: "torch.nn.Module", folder: Path) -> None:

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from methods.ablation import ABLATION_BASE, distinct_variants
-from methods.backbones import Backbone
+from methods.backbones import Backbone, check_null_text_padding
 from methods.bridge import BridgeSchedule
 from methods.latent import CONFIG_FILE, NUM_TIMESTEPS, LatentModel, config_from_dict, load_trained, per_sample_noise, \
     register_trainable
@@ -49,6 +49,9 @@ class DPBridgeConfig:
     top_t_fraction: float = 0.0
     default_steps: int = 10  # sampling steps when the user gives none (paper tables: 50)
     processing_res: int = 64  # long side the method sees where the dataset's protocol sets none (tiny: 64; SD: 768)
+    # the empty prompt's tokens for an SD backbone's text encoder: "none" (Marigold's 2) or "max_length" (77);
+    # methods.backbones.NULL_TEXT_PADDINGS. The tiny backbone ships its embedding, so it is the same under either.
+    null_text_padding: Literal["none", "max_length"] = "none"
 
     def __post_init__(self):
         bad = [f"{k}={getattr(self, k)} (expected {why})" for k, ok, why in (
@@ -60,6 +63,7 @@ class DPBridgeConfig:
             ("ic_subbatch", self.ic_subbatch >= 0, ">= 0, 0 = all")) if not ok]
         if bad:
             raise ValueError(f"DPBridge settings out of range: {', '.join(bad)}")
+        check_null_text_padding(self.null_text_padding)
 
     @classmethod
     def from_dict(cls, data: dict) -> "DPBridgeConfig":

@@ -18,7 +18,7 @@ from typing import Callable, Iterator, Optional
 
 import torch
 
-from methods.backbones import WEIGHTS_DIR, Backbone, load_backbone, widen_conv_in
+from methods.backbones import DEFAULT_NULL_TEXT_PADDING, WEIGHTS_DIR, Backbone, load_backbone, widen_conv_in
 from methods.registry import registrar
 from methods.targets import depth_from_image, normals_from_image
 
@@ -41,6 +41,12 @@ def config_from_dict(cls: type, data: dict, what: str):
 
 def resolve_backbone_path(name: str) -> Path:
     return WEIGHTS_DIR / "tiny_backbone" if name == "tiny" else Path(name)
+
+
+def null_text_padding(cfg) -> str:
+    """The config's ``null_text_padding`` (DPBridge names it); the baselines' configs, which do not, use the
+    default (methods.backbones.NULL_TEXT_PADDINGS)."""
+    return getattr(cfg, "null_text_padding", DEFAULT_NULL_TEXT_PADDING)
 
 
 def per_sample_noise(like: torch.Tensor, generators: list[torch.Generator]) -> Callable[[], torch.Tensor]:
@@ -74,6 +80,7 @@ class LatentModel(torch.nn.Module):
             widen_conv_in(self.unet)
         self.vae = backbone.vae.requires_grad_(False).eval()
         self.register_buffer("null_text", backbone.null_text, persistent=False)  # [1,tokens,dim]
+        self.null_text_source = backbone.null_text_source
         self.scaling_factor = backbone.scaling_factor
         # inference: image sides must divide by the VAE's downsampling, so the latent is whole; diffusers' UNet takes
         # any latent size (its upsamplers are given the skip connections' sizes), as Marigold's pipeline relies on.
@@ -87,7 +94,7 @@ class LatentModel(torch.nn.Module):
     def build(cls, cfg, seed: int = 0) -> "LatentModel":
         """Fresh model for training: the pretrained backbone UNet (``finetune``) or the same architecture randomly
         initialised (seeded), conv_in widened to 8 channels either way."""
-        backbone = load_backbone(resolve_backbone_path(cfg.backbone))
+        backbone = load_backbone(resolve_backbone_path(cfg.backbone), null_text_padding=null_text_padding(cfg))
         if not cfg.finetune:
             from diffusers import UNet2DConditionModel
 
@@ -100,7 +107,8 @@ class LatentModel(torch.nn.Module):
         from diffusers import UNet2DConditionModel
 
         backbone_dir = resolve_backbone_path(cfg.backbone)
-        backbone = load_backbone(backbone_dir, with_unet=False)  # the checkpoint brings the UNet
+        backbone = load_backbone(backbone_dir, with_unet=False,  # the checkpoint brings the UNet
+                                 null_text_padding=null_text_padding(cfg))
         latent_channels = backbone.vae.config.latent_channels
         unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet", torch_dtype=torch.float32,
                                                     local_files_only=True)

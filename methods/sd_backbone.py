@@ -44,7 +44,7 @@ REQUIRED_FILES = (
     ("text encoder weights", ("text_encoder/model.safetensors", "text_encoder/pytorch_model.bin")),
     ("tokenizer vocabulary", ("tokenizer/vocab.json", "tokenizer/tokenizer.json")),
     ("tokenizer merges", ("tokenizer/merges.txt", "tokenizer/tokenizer.json")),
-    ("tokenizer config", ("tokenizer/tokenizer_config.json",)),  # model_max_length 77: the null text's length
+    ("tokenizer config", ("tokenizer/tokenizer_config.json",)),  # model_max_length 77: null_text_padding=max_length
     ("scheduler config", ("scheduler/scheduler_config.json",)),
 )
 

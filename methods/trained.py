@@ -89,4 +89,4 @@ class TrainedMethod(Method):
                 "weights_fingerprint": self.weights_fingerprint,
                 "steps": self.steps, "eta": self.options.eta, "dtype": self.options.dtype,
                 "ensemble_size": self.ensemble_size, "ensemble_aggregation": "mean of decoded maps",
-                "method_config": asdict(self.model.cfg)}
+                "method_config": asdict(self.model.cfg), "null_text": self.model.null_text_source}

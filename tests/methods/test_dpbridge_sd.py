@@ -12,6 +12,7 @@ import torch
 
 from harness.cli import main
 from methods.backbones import _encode_empty_prompt, load_backbone
+from methods.dpbridge import DPBridgeConfig
 from methods.sd_backbone import BackboneMismatchError, resolve_backbone
 from sd_fixtures import write_tiny_sd
 
@@ -116,11 +117,23 @@ def test_sd15_method_refuses_an_sd21_backbone_before_training(sd21_dir, tmp_path
     assert code == 2 and not (tmp_path / "o").exists()
 
 
-def test_null_text_is_encoded_once_per_backbone(sd21_dir):
+def test_null_text_is_encoded_once_per_backbone_and_padding(sd21_dir):
     _encode_empty_prompt.cache_clear()
     first, second = load_backbone(sd21_dir).null_text, load_backbone(sd21_dir).null_text
     assert _encode_empty_prompt.cache_info().misses == 1 and _encode_empty_prompt.cache_info().hits == 1
-    assert first.shape == (1, 77, 1024) and torch.equal(first, second)
+    assert first.shape == (1, 2, 1024) and torch.equal(first, second)  # [BOS, EOS], as Marigold encodes it
+    padded = load_backbone(sd21_dir, null_text_padding="max_length")
+    assert _encode_empty_prompt.cache_info().misses == 2
+    assert padded.null_text.shape == (1, 77, 1024) and "padding max_length, 77 tokens" in padded.null_text_source
+    # the text encoder is causal: the padded embedding's first two rows are the unpadded one
+    torch.testing.assert_close(padded.null_text[:, :2], first, rtol=1e-4, atol=1e-5)
+
+
+def test_an_unknown_null_text_padding_is_refused_naming_the_choices(sd21_dir):
+    with pytest.raises(ValueError, match="null_text_padding='left'.*none, max_length"):
+        load_backbone(sd21_dir, null_text_padding="left")
+    with pytest.raises(ValueError, match="null_text_padding='left'"):
+        DPBridgeConfig(null_text_padding="left")
 
 
 def test_trained_checkpoint_records_backbone_and_paper_preset(sd21_checkpoint, sd21_dir):
@@ -141,11 +154,27 @@ def test_checkpoint_evaluates_on_the_tiny_world(sd21_checkpoint, tmp_path):
     described = manifest["methods"]["dpbridge_sd21__synthetic"]
     assert described["backbone_family"] == "sd21" and described["checkpoint"] == str(sd21_checkpoint)
     assert described["steps"] == 2 and described["processing_res"] == 64
+    assert described["method_config"]["null_text_padding"] == "none" and "padding none, 2 tokens" in described["null_text"]
     import pandas as pd
 
     rows = pd.read_csv(out / "summary.csv")
     mine = rows[(rows.method == "dpbridge_sd21") & (rows.group == "all")]
     assert (mine.n_samples == 2).all() and np.isfinite(mine.value).all() and len(mine) > 0
+
+
+def test_checkpoint_is_evaluated_with_the_null_text_padding_it_records(sd21_checkpoint, tmp_path):
+    from harness.registry import build_method
+    from methods.base import RunOptions
+
+    padded = tmp_path / "padded"
+    shutil.copytree(sd21_checkpoint, padded)
+    record = json.loads((padded / "trained_config.json").read_text())
+    record["method_config"]["null_text_padding"] = "max_length"
+    (padded / "trained_config.json").write_text(json.dumps(record))
+    for folder, tokens in ((sd21_checkpoint, 2), (padded, 77)):
+        method = build_method("dpbridge_sd21", "depth", RunOptions(checkpoint=str(folder)))
+        assert method.model.null_text.shape == (1, tokens, 1024)
+        assert method.describe()["method_config"]["null_text_padding"] == ("none" if tokens == 2 else "max_length")
 
 
 def test_checkpoint_of_another_backbone_is_refused_before_loading(sd21_checkpoint):
