@@ -129,4 +129,4 @@ class HyperSim(TrainingSet, NativeDataset):
     def describe(self) -> dict:
         return {**super().describe(), "split": self.split, "normals": "canonical (x right, y up, z to viewer)",
                 "focal_px": self.focal_px or f"{hypersim_focal_px(1024)} x width / 1024",
-                "tonemap": "90th percentile brightness -> 0.8, gamma 1/2.2"}
+                "tonemap": "90th percentile brightness -> 0.8, gamma 1/2.2, x 255 truncated (Marigold)"}

@@ -96,14 +96,20 @@ def orient_toward_camera(normals: np.ndarray, focal_px: float) -> np.ndarray:
 def hypersim_tonemap(hdr: np.ndarray, valid: np.ndarray, percentile: float = 90.0, target: float = 0.8,
                      gamma: float = 1 / 2.2) -> np.ndarray:
     """HDR linear RGB [H,W,3] -> uint8: scale so the ``percentile`` brightness of the valid pixels maps to
-    ``target`` after the ``gamma`` curve (HyperSim's / Marigold's tone mapping), clip to [0,1].
+    ``target`` after the ``gamma`` curve, clip to [0,1], x 255 truncated: HyperSim's tone mapping as Marigold's
+    preprocessing applies it (float64, ``(clip(x, 0, 1) * 255).astype(uint8)``).
 
-    Brightness is 0.3 R + 0.59 G + 0.11 B. A frame whose valid pixels are all black keeps scale 1; NaN -> 0.
+    Brightness is 0.3 R + 0.59 G + 0.11 B. No valid pixel: scale 1; a percentile below 1e-4: scale 0 (a black
+    frame), as HyperSim's code does. NaN -> 0.
     """
-    hdr = np.asarray(hdr, np.float32)
-    brightness = hdr[..., 0] * np.float32(0.3) + hdr[..., 1] * np.float32(0.59) + hdr[..., 2] * np.float32(0.11)
+    hdr = np.asarray(hdr, np.float64)
+    brightness = hdr[..., 0] * 0.3 + hdr[..., 1] * 0.59 + hdr[..., 2] * 0.11
     values = brightness[valid & np.isfinite(brightness)]
-    current = float(np.percentile(values, percentile)) if values.size else 0.0
-    scale = target ** (1.0 / gamma) / current if current > 1e-4 else 1.0
-    ldr = np.fmax(hdr * np.float32(scale), np.float32(0)) ** np.float32(gamma)  # fmax turns NaN into 0
-    return np.rint(np.minimum(ldr, np.float32(1)) * np.float32(255)).astype(np.uint8)
+    if values.size == 0:
+        scale = 1.0
+    else:
+        current = float(np.percentile(values, percentile))
+        scale = target ** (1.0 / gamma) / current if current >= 1e-4 else 0.0
+    with np.errstate(invalid="ignore"):  # 0 x inf in a black frame: NaN, then 0
+        ldr = np.fmax(hdr * scale, 0.0) ** gamma  # fmax turns NaN into 0
+    return (np.minimum(ldr, 1.0) * 255).astype(np.uint8)
