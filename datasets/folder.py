@@ -22,7 +22,9 @@ spec.json (every key optional; ``--dataset-set KEY=VALUE`` on the command line o
 
 min_depth / max_depth: valid GT range in metres (exclusive); clip_min / clip_max: the prediction clip after
 alignment (null = the valid range); processing_res: long side the method sees (0 = the method's own or native);
-alignment: least_squares | least_squares_disparity | none; normals_x: "left" for files in DSINE's x-left frame.
+alignment: least_squares (the method's output kind picks depth or disparity space) | least_squares_disparity
+(methods that output disparity only; a depth method is refused) | none (no fit: metric evaluation); normals_x:
+"left" for files in DSINE's x-left frame.
 """
 from __future__ import annotations
 

@@ -110,7 +110,7 @@ class Pair:
 
     @property
     def alignment(self) -> str:
-        return alignment_for(self.method.contract, self.dataset.spec)
+        return alignment_for(self.method.contract, self.dataset.spec, self.dataset.name)
 
     def pred_path(self, sample_id: str) -> Path:
         return self.folder / "pred" / f"{safe_name(sample_id)}.npy"

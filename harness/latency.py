@@ -138,7 +138,7 @@ def quality(method, dataset, samples, preds) -> tuple[str, float, float, float]:
     task = dataset.spec.task
     metric = QUALITY_METRIC[task]
     if task == "depth":
-        alignment = alignment_for(method.contract, dataset.spec)
+        alignment = alignment_for(method.contract, dataset.spec, dataset.name)
         stats = summarize_depth([score_depth(p, s, dataset.spec, alignment) for p, s in zip(preds, samples)])
     else:
         scored = [score_normals(p, s) for p, s in zip(preds, samples)]

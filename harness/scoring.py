@@ -16,15 +16,25 @@ from harness.metrics import NORMAL_THRESHOLDS, angular_error_deg, depth_metrics,
 from methods.base import OutputContract
 
 
-def alignment_for(contract: OutputContract, spec: DatasetSpec) -> str:
-    """The alignment the protocol applies to this method's output on this dataset (recorded in every row)."""
+def alignment_for(contract: OutputContract, spec: DatasetSpec, dataset: str = "the dataset") -> str:
+    """The alignment the protocol applies to this method's output on this dataset (recorded in every row).
+
+    The method's output kind picks the space (protocol.md): affine-invariant depth is fitted in depth space,
+    disparity in disparity space. The dataset's ``alignment`` can only switch the fit off ("none": metric
+    evaluation) or insist on disparity space, which a depth output cannot honour: that is refused, naming the fix.
+    """
     if spec.task == "normals" or contract.kind == "normals":
         return "none"
-    if not contract.affine_invariant:
+    if not contract.affine_invariant or spec.alignment == "none":
         return "none"
     if contract.kind == "disparity":
         return "least_squares_disparity"
-    return spec.alignment if spec.alignment != "none" else "least_squares"
+    if spec.alignment == "least_squares_disparity":
+        raise ValueError(f"{dataset} asks for alignment least_squares_disparity, but the method outputs affine-"
+                         f"invariant depth, which is fitted in depth space (protocol.md, Alignment). Set the "
+                         f"dataset's alignment to least_squares (spec.json or --dataset-set alignment=least_squares), "
+                         f"or evaluate a method that outputs disparity.")
+    return "least_squares"
 
 
 def resize_to(pred: np.ndarray, height: int, width: int) -> np.ndarray:

@@ -392,3 +392,20 @@ def test_metric_info_table():
     assert metric_info("normals", "a11_25").label == "11.25°"
     with pytest.raises(KeyError, match="known"):
         metric_info("depth", "absrel")
+
+
+def test_alignment_follows_the_output_kind_and_the_dataset_only_switches_it_off():
+    from datasets.base import DatasetSpec
+    from harness.scoring import alignment_for
+    from methods.base import OutputContract
+
+    depth, disparity = OutputContract(kind="depth"), OutputContract(kind="disparity")
+    metric = OutputContract(kind="depth", affine_invariant=False)
+    fitted, off, in_disparity = (DatasetSpec(task="depth", alignment=a)
+                                 for a in ("least_squares", "none", "least_squares_disparity"))
+    assert [alignment_for(c, fitted) for c in (depth, disparity, metric)] == [
+        "least_squares", "least_squares_disparity", "none"]
+    assert [alignment_for(c, off) for c in (depth, disparity, metric)] == ["none"] * 3  # metric evaluation
+    assert alignment_for(disparity, in_disparity) == "least_squares_disparity"
+    with pytest.raises(ValueError, match="folder:mine asks for alignment least_squares_disparity.*alignment=least_sq"):
+        alignment_for(depth, in_disparity, "folder:mine")
