@@ -10,6 +10,7 @@ import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, get_args
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -29,7 +30,8 @@ TINY_TEXT_TOKENS, TINY_TEXT_DIM = 8, 32  # null-text embedding [1,8,32]
 # encode an empty prompt. The text encoder is causal, so its first 2 rows are the same either way; what differs is
 # whether the UNet's cross-attention attends over 2 keys or 77. A backbone folder that ships NULL_TEXT_FILE (the
 # tiny one) uses that file under either setting.
-NULL_TEXT_PADDINGS = ("none", "max_length")
+NullTextPadding = Literal["none", "max_length"]
+NULL_TEXT_PADDINGS = get_args(NullTextPadding)
 DEFAULT_NULL_TEXT_PADDING = "none"
 
 
@@ -67,7 +69,7 @@ class Backbone:
     null_text: torch.Tensor  # [1, tokens, dim] cross-attention context
     scaling_factor: float  # latent = scaling_factor * E(x)
     source: str  # folder it came from, or "random-init"
-    null_text_source: str = ""  # how null_text was obtained (load_null_text), recorded with results
+    null_text_source: str  # how null_text was obtained (load_null_text), recorded with results
 
 
 def missing_files_message(folder: Path) -> str:

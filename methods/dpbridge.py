@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from methods.ablation import ABLATION_BASE, distinct_variants
-from methods.backbones import Backbone, check_null_text_padding
+from methods.backbones import DEFAULT_NULL_TEXT_PADDING, Backbone, NullTextPadding, check_null_text_padding
 from methods.bridge import BridgeSchedule
 from methods.latent import CONFIG_FILE, NUM_TIMESTEPS, LatentModel, config_from_dict, load_trained, per_sample_noise, \
     register_trainable
@@ -51,7 +51,7 @@ class DPBridgeConfig:
     processing_res: int = 64  # long side the method sees where the dataset's protocol sets none (tiny: 64; SD: 768)
     # the empty prompt's tokens for an SD backbone's text encoder: "none" (Marigold's 2) or "max_length" (77);
     # methods.backbones.NULL_TEXT_PADDINGS. The tiny backbone ships its embedding, so it is the same under either.
-    null_text_padding: Literal["none", "max_length"] = "none"
+    null_text_padding: NullTextPadding = DEFAULT_NULL_TEXT_PADDING
 
     def __post_init__(self):
         bad = [f"{k}={getattr(self, k)} (expected {why})" for k, ok, why in (
