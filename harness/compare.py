@@ -33,7 +33,7 @@ MIN_PAIRED = 2  # fewer shared samples: no bootstrap interval
 
 # dataset entries of a manifest that may differ between two runs of the same images: how many were taken (the
 # sample ids are compared one by one) and where the files were found
-WHERE_AND_HOW_MANY = ("count", "subset_of", "root", "base", "list_origin", "list_fingerprint")
+WHERE_AND_HOW_MANY = ("count", "subset_of", "subset_of_fingerprint", "root", "base", "list_origin", "list_fingerprint")
 
 
 # what the terminal shows; settings_lines names the rest

@@ -101,7 +101,12 @@ class Subset:
         return self.dataset.prediction_relpath(sample_id)
 
     def describe(self):
-        return {**self.dataset.describe(), "count": len(self.ids()), "subset_of": len(self.dataset.ids())}
+        """The parent's description, fingerprinted as the samples this run evaluates (list_fingerprint); the
+        parent list's fingerprint is kept as subset_of_fingerprint, so a --count run never passes for a full one."""
+        parent, whole = self.dataset.describe(), self.dataset.ids()
+        return {**parent, "count": len(self.ids()), "subset_of": len(whole),
+                "list_fingerprint": mf.list_fingerprint(self.ids()),
+                "subset_of_fingerprint": parent.get("list_fingerprint") or mf.list_fingerprint(whole)}
 
 
 def output_folder(cfg: RunConfig, output: Optional[str]) -> Path:
@@ -167,7 +172,16 @@ def changed_fingerprints(previous: dict, record: dict, section: str, key: str) -
     manifests; an entry without it on either side (a manifest that predates it) cannot be checked."""
     before = previous.get(section, {})
     return sorted(name for name, info in record.get(section, {}).items()
-                  if info.get(key) and before.get(name, {}).get(key) and before[name][key] != info[key])
+                  if info.get(key) and before.get(name, {}).get(key)
+                  and before[name][key] not in (info[key], legacy_subset_fingerprint(before[name], info)))
+
+
+def legacy_subset_fingerprint(before: dict, now: dict) -> Optional[str]:
+    """A --count run's manifest written before subset_of_fingerprint existed labelled the subset with its parent
+    list's fingerprint: that run resumes when the parent list and the count are the same."""
+    if "subset_of" in before and "subset_of_fingerprint" not in before and before.get("count") == now.get("count"):
+        return now.get("subset_of_fingerprint")
+    return None
 
 
 def changed_weights(previous: dict, record: dict) -> list[str]:

@@ -334,3 +334,39 @@ def test_a_sample_scored_again_without_its_prediction_is_predicted_in_its_batch(
     _, summary = run(cfg, str(folder), progress=False)  # scored again, beside the cached 4, 5 and 7
     assert (cell / "pred" / name).read_bytes() == (reference / cell.name / "pred" / name).read_bytes()
     pd.testing.assert_frame_equal(summary, ref_summary)
+
+
+class ListedDataset:
+    """A dataset whose sample list was read from a file: its description carries that list's fingerprint."""
+    name, spec = "listed", None
+
+    def __init__(self, ids):
+        self._ids = ids
+
+    def ids(self):
+        return list(self._ids)
+
+    def describe(self):
+        from harness.manifest import list_fingerprint
+        return {"list_fingerprint": list_fingerprint(self._ids), "list_standard": "some standard"}
+
+
+def test_a_count_run_is_fingerprinted_as_the_samples_it_evaluates():
+    from harness.manifest import list_fingerprint
+    from harness.run import Subset
+    info = Subset(ListedDataset(["a", "b", "c", "d"]), 2).describe()
+    assert info["list_fingerprint"] == list_fingerprint(["a", "b"]) != list_fingerprint(["a", "b", "c", "d"])
+    assert info["subset_of_fingerprint"] == list_fingerprint(["a", "b", "c", "d"])
+    assert (info["count"], info["subset_of"]) == (2, 4)
+
+
+def test_a_count_run_made_before_subset_fingerprints_still_resumes_on_the_same_list_only():
+    from harness.run import Subset, changed_fingerprints
+    now = {"datasets": {"listed": Subset(ListedDataset(["a", "b", "c", "d"]), 2).describe()}}
+    whole = now["datasets"]["listed"]["subset_of_fingerprint"]
+    legacy = {"datasets": {"listed": {"list_fingerprint": whole, "count": 2, "subset_of": 4}}}  # parent's, as before
+    assert changed_fingerprints(legacy, now, "datasets", "list_fingerprint") == []
+    other_parent = {"datasets": {"listed": {"list_fingerprint": "0" * 16, "count": 2, "subset_of": 4}}}
+    assert changed_fingerprints(other_parent, now, "datasets", "list_fingerprint") == ["listed"]
+    current = {"datasets": {"listed": {**now["datasets"]["listed"], "list_fingerprint": whole}}}  # labelled: no pass
+    assert changed_fingerprints(current, now, "datasets", "list_fingerprint") == ["listed"]
