@@ -21,9 +21,15 @@ from datasets.base import DatasetSpec, Sample
 from datasets.crops import range_mask
 from datasets.native import NativeDataset
 from datasets.registry import register
+from datasets.sources import Source, locate_listed
 
 COLOR = re.compile(r"([^/]+)/color/([^/]+)\.jpg")
 RESIZE = {"area": cv2.INTER_AREA, "linear": cv2.INTER_LINEAR}
+
+
+def has_scene(source: Source) -> bool:
+    """A ScanNet root holds scene folders with a color/ folder inside."""
+    return any(source.is_dir(f"{top}/color") for top in source.top_folders())
 
 
 @register("scannet")
@@ -46,6 +52,10 @@ class ScanNet(NativeDataset):
 
     def setup(self) -> None:
         rows = self.user_rows(2)
+        if rows:
+            self.source = locate_listed(self.source, rows[0][0])
+        elif not has_scene(self.source) and len(tops := self.source.top_folders()) == 1:
+            self.source = self.source.sub(tops[0])  # the archive below one top folder (scannet/<scene>/...)
         origin = f"user list {self.list_path}"
         if rows is None:
             color = [m for p in self.source.list("") if (m := COLOR.fullmatch(p))]

@@ -256,5 +256,14 @@ def locate(source: Source, marker, what: str) -> Source:
     raise ValueError(f"dataset root {source.where()} does not have the expected layout: {what}")
 
 
+def locate_listed(source: Source, relpath: str) -> Source:
+    """Where a sample list's first file ``relpath`` is: the source or its single top folder; the source itself when
+    neither holds it, so that the list's check names every absent file."""
+    try:
+        return locate(source, lambda s: s.exists(relpath), relpath)
+    except ValueError:
+        return source
+
+
 def read_text(source: Source, relpath: str) -> str:
     return io.TextIOWrapper(io.BytesIO(source.read(relpath)), encoding="utf-8").read()

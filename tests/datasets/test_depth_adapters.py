@@ -107,6 +107,8 @@ def test_kitti_annotated_depth_below_train_and_tar_match(tmp_path):
     a = quiet(KITTI, tmp_path / "a", list_path=tmp_path / "list.txt")
     same_samples(a, quiet(KITTI, tmp_path / "b", list_path=tmp_path / "list.txt"))
     same_samples(a, quiet(KITTI, make_tar(tmp_path / "a", tmp_path / "k.tar"), list_path=tmp_path / "list.txt"))
+    nested = make_tar(tmp_path / "a", tmp_path / "n.tar", arcname="kitti_eigen_split_test")  # below a top folder
+    same_samples(a, quiet(KITTI, nested, list_path=tmp_path / "list.txt"))
 
 
 def test_kitti_without_a_list_says_where_to_get_it(tmp_path):
@@ -156,6 +158,9 @@ def test_scannet_mm_and_rgb_resized_to_depth(tmp_path):
     assert sorted(derived.ids()) == sorted(ds.ids())
     assert ds.prediction_relpath(s.id) == "scene0406_02/color/pred_000300.npy" and ds.spec.processing_res == 0
     same_samples(ds, quiet(ScanNet, make_tar(tmp_path / "s", tmp_path / "s.tar"), list_path=tmp_path / "list.txt"))
+    nested = make_tar(tmp_path / "s", tmp_path / "n.tar", arcname="scannet")  # below a top folder, with or without list
+    same_samples(ds, quiet(ScanNet, nested, list_path=tmp_path / "list.txt"))
+    assert sorted(quiet(ScanNet, nested).ids()) == sorted(ds.ids())
 
 
 def test_diode_mask_file_only_groups_and_top_folder(tmp_path):
