@@ -133,6 +133,29 @@ def test_hypersim_split_csv_and_errors(tmp_path):
         HyperSim(root=str(tmp_path))
 
 
+def test_hypersim_tone_map_reads_its_pixels_from_render_entity_id(tmp_path):
+    import h5py
+    truth = write_hypersim(tmp_path, 1)
+    (sample_id, (tiny, focal)), = truth.items()
+    paths = hypersim_paths("ai_001_001", "cam_00", 0)
+    with h5py.File(tmp_path / paths["color"], "r") as f:
+        hdr = f["dataset"][()]
+    entity = np.full(tiny.valid.shape, -1, np.int32)
+    entity[:4] = 3  # HyperSim's mask: here only the top rows count, unlike every pixel of finite distance
+    with h5py.File(tmp_path / paths["render_entity_id"], "w") as f:
+        f.create_dataset("dataset", data=entity)
+    by_entity = HyperSim(root=str(tmp_path), focal_px=focal).load(sample_id).rgb
+    by_depth = HyperSim(root=str(tmp_path), focal_px=focal, tonemap_mask="finite_depth").load(sample_id).rgb
+    assert np.array_equal(by_entity, hypersim_tonemap(hdr, entity != -1))
+    assert np.array_equal(by_depth, hypersim_tonemap(hdr, tiny.valid)) and not np.array_equal(by_entity, by_depth)
+    (tmp_path / paths["render_entity_id"]).unlink()
+    with pytest.raises(FileNotFoundError, match="render_entity_id.hdf5(.|\n)*tonemap_mask='finite_depth'"):
+        HyperSim(root=str(tmp_path))
+    assert HyperSim(root=str(tmp_path), tonemap_mask="finite_depth").describe()["tonemap_mask"] == "finite_depth"
+    with pytest.raises(ValueError, match="unknown tonemap_mask 'entity'"):
+        HyperSim(root=str(tmp_path), tonemap_mask="entity")
+
+
 def test_tonemap_maps_the_90th_percentile_to_0_8():
     grey = np.linspace(0.01, 2.0, 100, dtype=np.float32)
     hdr = np.repeat(grey[None, :, None], 3, axis=2)  # brightness = grey (weights sum to 1)

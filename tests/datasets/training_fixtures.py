@@ -45,7 +45,8 @@ def hypersim_paths(scene: str, cam: str, frame: int) -> dict:
     base = f"{scene}/images/scene_{cam}"
     return {"color": f"{base}_final_hdf5/frame.{frame:04d}.color.hdf5",
             "depth_meters": f"{base}_geometry_hdf5/frame.{frame:04d}.depth_meters.hdf5",
-            "normal_cam": f"{base}_geometry_hdf5/frame.{frame:04d}.normal_cam.hdf5"}
+            "normal_cam": f"{base}_geometry_hdf5/frame.{frame:04d}.normal_cam.hdf5",
+            "render_entity_id": f"{base}_geometry_hdf5/frame.{frame:04d}.render_entity_id.hdf5"}
 
 
 def _h5(path: Path, array: np.ndarray) -> None:
@@ -72,10 +73,13 @@ def write_hypersim(folder: Path, count: int = 2, height: int = 24, width: int = 
         if z_forward:
             normals = normals * np.array([1, 1, -1.0])
         hdr = (s.rgb.astype(np.float64) / 255) ** 2.2 * 3.7  # linear, arbitrary exposure
-        hdr, distance, normals = (np.repeat(np.repeat(a, scale, 0), scale, 1) for a in (hdr, distance, normals))
+        entity = np.where(s.valid, 1 + np.arange(height * width).reshape(height, width) % 7, -1).astype(np.int32)
+        hdr, distance, normals, entity = (np.repeat(np.repeat(a, scale, 0), scale, 1)
+                                          for a in (hdr, distance, normals, entity))
         paths = hypersim_paths(f"ai_001_{i + 1:03d}", "cam_00", i)
         _h5(folder / paths["color"], hdr.astype(dtype))
         _h5(folder / paths["depth_meters"], distance.astype(dtype))
         _h5(folder / paths["normal_cam"], normals.astype(dtype))
+        _h5(folder / paths["render_entity_id"], entity)  # int32, -1 where a ray hits nothing
         truth[paths["color"]] = (s, float(intrinsics(make_scene("test", 2 * i, 0), height, width)[0, 0]))
     return truth
