@@ -19,6 +19,7 @@ class BBDMConfig:
     backbone: str = "tiny"  # UNet architecture and frozen VAE; weights random unless finetune
     finetune: bool = False  # BBDM trains from scratch
     max_var: float = 1.0  # BBDM's s: delta_t = 2 s (m_t - m_t^2)
+    skip_mean: Literal["marginal", "bbdm_code"] = "marginal"  # the step at eta < 1 (methods/processes.py)
     cond_image: bool = True  # UNet sees y beside x_t (False: zeros in that slot, BBDM's "nocond")
     default_steps: int = 10
     processing_res: int = 64
@@ -32,7 +33,7 @@ class BBDMModel(ImageBridgeModel):
     loss_name = "l_bbdm"
 
     def make_schedule(self, cfg):
-        return BBDMSchedule(T=NUM_TIMESTEPS, max_var=cfg.max_var)
+        return BBDMSchedule(T=NUM_TIMESTEPS, max_var=cfg.max_var, skip_mean=cfg.skip_mean)
 
 
 @register("bbdm")

@@ -9,7 +9,11 @@ T = 1000 (the start of sampling); the UNet sees the diffusers index k = t - 1.
   its noise scaled by eta (eta = 0 is I2SB's OT-ODE sampler, eta = 1 its DDPM sampler).
 - ``BBDMSchedule``: Brownian Bridge Diffusion Model (Li et al., 2023). m_t = t / T, delta_t = 2 s (m_t - m_t^2)
   (s = 1): x_t = (1 - m_t) x_0 + m_t y + sqrt(delta_t) eps. The network predicts x_t - x_0 (BBDM's "grad"
-  objective); the sampler is BBDM's skip sampler with eta (eta = 1: the exact posterior on any grid).
+  objective); the sampler is BBDM's skip sampler with eta (eta = 1: the exact posterior on any grid). Two
+  departures from BBDM's released code, both named: m_t = t / T (its code: linspace(0.001, 0.999) over the 1000
+  indices, so neither end is exact); and at eta < 1 the step keeps the marginal at s (``skip_mean="marginal"``,
+  DDIM's construction: eta = 0 is deterministic and, with the true x_0, lands on the marginal) where its code
+  keeps the eta = 1 mean coefficient and only scales the noise (``skip_mean="bbdm_code"``).
 - ``DDIMSchedule``: the noise-to-map baseline (Marigold's formulation): SD's scaled-linear schedule, v prediction,
   DDIM from pure noise on a trailing grid (eta = 0 deterministic).
 
@@ -88,9 +92,14 @@ class I2SBSchedule:
         return out
 
 
+SKIP_MEANS = ("marginal", "bbdm_code")  # BBDM's step at eta < 1: see the module docstring
+
+
 class BBDMSchedule:
-    def __init__(self, T: int = T_DEFAULT, max_var: float = 1.0):
-        self.T = T
+    def __init__(self, T: int = T_DEFAULT, max_var: float = 1.0, skip_mean: str = "marginal"):
+        if skip_mean not in SKIP_MEANS:
+            raise ValueError(f"bbdm: unknown skip_mean {skip_mean!r}; expected one of {SKIP_MEANS}")
+        self.T, self.skip_mean = T, skip_mean
         self.m = torch.arange(T + 1, dtype=F64) / T  # [T+1] m_t = t / T
         self.var = 2.0 * max_var * (self.m - self.m ** 2)  # [T+1] delta_t, 0 at both ends
 
@@ -113,7 +122,8 @@ class BBDMSchedule:
         a = (1 - mt) / (1 - ms)
         var_post = max((vt - a * a * vs) * vs / vt, 0.0)
         sigma = eta * var_post ** 0.5
-        return ((vs - sigma ** 2) / vt) ** 0.5, sigma
+        kept = var_post if self.skip_mean == "bbdm_code" else sigma ** 2  # bbdm_code: the eta = 1 mean at any eta
+        return ((vs - kept) / vt) ** 0.5, sigma
 
     def step(self, x, x0_hat, t: int, s: int, eta: float, z, y=None):
         mt, ms = float(self.m[t]), float(self.m[s])

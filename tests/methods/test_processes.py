@@ -67,6 +67,19 @@ def test_deterministic_bbdm_and_ddim_keep_the_noise_direction():
         assert torch.allclose(ddim.step(x_t, x0, t, s, 0.0, None), ddim.q_sample(x0, eps, s), atol=1e-10)
 
 
+def test_bbdm_code_skip_mean_keeps_the_eta1_mean_and_scales_only_the_noise():
+    marginal, code = BBDMSchedule(), BBDMSchedule(skip_mean="bbdm_code")
+    for t, s in [(900, 600), (400, 100), (50, 49)]:
+        exact_w, exact_sigma = marginal.step_coefficients(t, s, 1.0)
+        assert code.step_coefficients(t, s, 1.0) == pytest.approx((exact_w, exact_sigma), abs=1e-15)
+        for eta in (0.0, 0.5):
+            w, sigma = code.step_coefficients(t, s, eta)
+            assert w == pytest.approx(exact_w, abs=1e-15) and sigma == pytest.approx(eta * exact_sigma, abs=1e-15)
+            assert marginal.step_coefficients(t, s, eta)[0] > w  # the marginal step keeps more of x_t's noise
+    with pytest.raises(ValueError, match="unknown skip_mean"):
+        BBDMSchedule(skip_mean="ddim")
+
+
 @pytest.mark.parametrize("name", ["i2sb", "bbdm"])
 @pytest.mark.parametrize("t,s", [(1000, 700), (600, 300), (200, 0), (40, 39)])
 def test_eta1_step_pushes_the_marginal(name, t, s):
