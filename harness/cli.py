@@ -16,6 +16,11 @@ def _csv(text: str) -> tuple[str, ...]:
     return tuple(x.strip() for x in text.split(",") if x.strip())
 
 
+def _given(text, parse, default: tuple[str, ...]) -> tuple[str, ...]:
+    """An option's parsed names, or ``default`` when it was left out (given empty, it names nothing: refused)."""
+    return default if text is None else parse(text)
+
+
 def _ints(text: str, flag: str) -> tuple[int, ...]:
     """Comma-separated integers of the option ``flag`` (named in the error)."""
     try:
@@ -45,8 +50,8 @@ def cmd_run(args) -> int:
     from harness.dataroots import resolve_data
     from harness.run import DEFAULT_DATASETS, DEFAULT_METHODS, RunConfig, run
 
-    names, roots = resolve_data(_dataset_names(args.datasets) if args.datasets else DEFAULT_DATASETS, args)
-    cfg = RunConfig(methods=_csv(args.methods) if args.methods else DEFAULT_METHODS, datasets=names,
+    names, roots = resolve_data(_given(args.datasets, _dataset_names, DEFAULT_DATASETS), args)
+    cfg = RunConfig(methods=_given(args.methods, _csv, DEFAULT_METHODS), datasets=names,
                     steps=args.steps, eta=args.eta, seed=args.seed, batch_size=args.batch_size, device=args.device,
                     dtype=args.dtype, count=args.count, allow_missing=args.allow_missing,
                     processing_res=args.processing_res, **inference_options(args),
@@ -83,10 +88,10 @@ def _dataset_settings(names: tuple[str, ...], pairs: list[str]) -> dict:
             continue
         unknown = sorted(set(settings) - set(declared)) if declared else []
         if unknown:
-            raise SystemExit(f"--dataset-set {', '.join(unknown)}: dataset {name} takes {', '.join(declared)}")
+            raise ValueError(f"--dataset-set {', '.join(unknown)}: dataset {name} takes {', '.join(declared)}")
         out[name] = settings
     if not out:
-        raise SystemExit("--dataset-set applies to datasets named with a folder (e.g. --datasets folder:DIR) and to "
+        raise ValueError("--dataset-set applies to datasets named with a folder (e.g. --datasets folder:DIR) and to "
                          "the tiny world (synthetic, synthetic_normals: e.g. split=val); none was given")
     return out
 
@@ -114,8 +119,8 @@ def cmd_robustness(args) -> int:
     from harness.run import DEFAULT_DATASETS, RunConfig
 
     conds = conditions(_csv(args.noise), _levels(args.levels))  # bad names or levels fail before any work
-    names, roots = resolve_data(_dataset_names(args.datasets) if args.datasets else DEFAULT_DATASETS, args)
-    cfg = RunConfig(methods=_csv(args.methods) if args.methods else DEFAULT_METHODS, datasets=names,
+    names, roots = resolve_data(_given(args.datasets, _dataset_names, DEFAULT_DATASETS), args)
+    cfg = RunConfig(methods=_given(args.methods, _csv, DEFAULT_METHODS), datasets=names,
                     steps=args.steps, eta=args.eta, seed=args.seed, batch_size=args.batch_size, device=args.device,
                     dtype=args.dtype, count=args.count, processing_res=args.processing_res,
                     **inference_options(args))
@@ -133,7 +138,7 @@ def cmd_latency(args) -> int:
     from harness.run import DEFAULT_DATASETS
 
     steps = _ints(args.steps, "--steps")
-    names, roots = resolve_data(_dataset_names(args.datasets) if args.datasets else DEFAULT_DATASETS, args)
+    names, roots = resolve_data(_given(args.datasets, _dataset_names, DEFAULT_DATASETS), args)
     cfg = LatencyConfig(methods=_csv(args.methods), datasets=names, steps=steps, count=args.count,
                         batch_size=args.batch_size, warmup=args.warmup, seed=args.seed, eta=args.eta,
                         device=args.device, dtype=args.dtype, **inference_options(args))
@@ -209,7 +214,7 @@ def cmd_ablate(args) -> int:
         method=args.method, backbone=args.backbone,
         variants=() if args.variants == "none" else (_csv(args.variants) if args.variants else None),
         baselines=() if args.baselines == "none" else (_csv(args.baselines) if args.baselines else None),
-        datasets=_csv(args.datasets) if args.datasets else None,
+        datasets=_csv(args.datasets) if args.datasets is not None else None,
         steps=_ints(args.steps, "--steps") if args.steps else None, count=args.count, seed=args.seed,
         batch_size=args.batch_size, iterations=args.iterations, reference=not args.no_reference, eta=args.eta,
         device=args.device, dtype=args.dtype, processing_res=args.processing_res).items()
@@ -361,7 +366,7 @@ def cmd_figures(args) -> int:
 
     cfg = FigureConfig(ids=_csv(args.ids) if args.ids else (), random=args.random, seed=args.seed,
                        best_worst=args.best_worst, size=args.size, rank_method=args.rank_method,
-                       overwrite=args.overwrite, datasets=_csv(args.datasets) if args.datasets else ())
+                       overwrite=args.overwrite, datasets=_csv(args.datasets) if args.datasets is not None else ())
     for path in make_figures(args.runs, cfg, args.output):
         print(path)
     return 0

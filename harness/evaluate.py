@@ -63,9 +63,13 @@ def processing_size(height: int, width: int, res: int, multiple: int) -> tuple[i
     return (max(multiple, int(round(height / multiple)) * multiple), max(multiple, int(round(width / multiple)) * multiple))
 
 
-def check_inference_settings(steps: Optional[int], batch_size: int, processing_res: Optional[int]) -> None:
-    """Refuse, before any work, a step count or batch size below 1 or a negative processing resolution (None =
-    the default of each)."""
+def check_inference_settings(steps: Optional[int], batch_size: int, processing_res: Optional[int],
+                             eta: float = 0.0, device: str = "cpu") -> None:
+    """Refuse, before any work (and before a run folder is claimed), a step count or batch size below 1, a negative
+    processing resolution (None = the default of each), an eta outside [0, 1] and a device this torch cannot use."""
+    if not 0.0 <= float(eta) <= 1.0:  # also NaN
+        raise ValueError(f"--eta must lie in [0, 1] (0 = deterministic, 1 = the Markovian posterior), got {eta}")
+    check_device(device)
     if steps is not None and steps < 1:
         raise ValueError(f"--steps must be >= 1 (leave it out for each method's default), got {steps}")
     if batch_size < 1:
@@ -73,6 +77,17 @@ def check_inference_settings(steps: Optional[int], batch_size: int, processing_r
     if processing_res is not None and processing_res < 0:
         raise ValueError(f"--processing-res must be >= 0 (0 = native; leave it out for each benchmark's protocol "
                          f"value, else the method's own), got {processing_res}")
+
+
+def check_device(device: str) -> None:
+    """A device string torch reads and this machine has (a CPU-only torch has no cuda)."""
+    try:
+        kind = torch.device(device).type
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"--device {device!r} is not a torch device ({err}); e.g. cpu, cuda, cuda:1") from None
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: this torch ({torch.__version__}) sees no CUDA device; use --device cpu "
+                         f"or a CUDA build of torch on a machine with a GPU")
 
 
 def check_processing_size(method: str, contract, size: tuple[int, int], names: list[str]) -> None:
@@ -200,13 +215,13 @@ def cache_copy(pred: np.ndarray) -> np.ndarray:
     return pred
 
 
-def cached_prediction(path: Path) -> np.ndarray:
-    """A prediction this run cached earlier; an unreadable one (e.g. a disk that filled up) names its file and the
-    fix instead of numpy's message."""
+def cached_prediction(path: Path, what: str = "cached prediction") -> np.ndarray:
+    """A prediction (or per-pixel error map, ``what``) this run cached earlier; an unreadable one (e.g. a disk that
+    filled up) names its file and the fix instead of numpy's message."""
     try:
         return np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as err:
-        raise ValueError(f"{path}: unreadable cached prediction ({err}); delete it and run the same command again "
+        raise ValueError(f"{path}: unreadable {what} ({err}); delete it and run the same command again "
                          f"to recompute it") from None
 
 

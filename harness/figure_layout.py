@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from harness.pictures import DEPTH_COLORMAP, ERROR_COLORMAP
+from harness.runio import atomic_save_figure
 
 SIZES = {  # name -> (width in, dpi, fixed height in or None, font pt, left margin in, top margin in, footer in)
     "column": (3.3, 300, None, 4.0, 0.10, 0.10, 0.09),
@@ -60,8 +61,6 @@ def column_height_in(grid: Grid) -> float:
 
 def draw_grid(grid: Grid, size: str, path: Path) -> None:
     """Render ``grid`` to ``path`` (PNG of exactly ``figure_size_px``), written atomically."""
-    import os
-
     import matplotlib
 
     matplotlib.use("Agg")
@@ -95,11 +94,8 @@ def draw_grid(grid: Grid, size: str, path: Path) -> None:
         "normals: RGB = (n+1)/2 (x right, y up, z to viewer)"
     fig.text(0.5, footer * 0.45 / H, f"{maps_note}; error rows: {top_err} ({ERROR_COLORMAP}); corner: "
              f"{grid.rank_label.split(': ')[-1]}", ha="center", va="center", fontsize=font * 0.85)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.png")
-    fig.savefig(tmp, dpi=dpi, metadata={"Software": None})
+    atomic_save_figure(fig, path, dpi=dpi, metadata={"Software": None})
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def _row(fig, W, H, xs, y, cell, h, panels, notes, font) -> None:

@@ -33,7 +33,8 @@ import pandas as pd
 import torch
 
 from harness import manifest as mf
-from harness.evaluate import check_processing_size, prepare_batch, processing_size, resolved_processing_res, sample_seed
+from harness.evaluate import (check_inference_settings, check_processing_size, prepare_batch, processing_size,
+                              resolved_processing_res, sample_seed)
 from harness.memory import out_of_memory_guard
 from harness.dataroots import build_with_root
 from harness.distributed import processes
@@ -72,6 +73,7 @@ def check_config(cfg: LatencyConfig) -> None:
     if cfg.count < 1 or cfg.batch_size < 1 or cfg.warmup < 0:
         raise ValueError(f"count and batch size must be >= 1 and warm-up >= 0 (got count {cfg.count}, batch size "
                          f"{cfg.batch_size}, warm-up {cfg.warmup})")
+    check_inference_settings(None, cfg.batch_size, None, cfg.eta, cfg.device)
     for name in cfg.methods:
         method_class(name)
 

@@ -10,6 +10,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from harness.metrics import METRIC_INFO  # noqa: E402
+from harness.runio import atomic_save_figure  # noqa: E402
 
 
 def _axis_label(task: str, metric: str) -> str:
@@ -52,7 +53,7 @@ def plot_robustness(summary: pd.DataFrame, conditions, metrics: dict, path: Path
                 ax.set_ylabel(_axis_label(task, metric), fontsize=8)
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    atomic_save_figure(fig, path, dpi=110)
     plt.close(fig)
 
 
@@ -83,5 +84,5 @@ def plot_latency(table: pd.DataFrame, path: Path, title: str) -> None:
         ax.legend(fontsize=7)
     fig.suptitle(title, fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    atomic_save_figure(fig, path, dpi=110)
     plt.close(fig)

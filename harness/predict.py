@@ -66,7 +66,7 @@ def check_config(cfg: PredictConfig) -> None:
     """Refuse settings that cannot run, before anything is read or recorded."""
     if cfg.task not in ("depth", "normals"):
         raise ValueError(f"unknown task {cfg.task!r}; expected depth or normals")
-    check_inference_settings(cfg.steps, cfg.batch_size, cfg.processing_res)
+    check_inference_settings(cfg.steps, cfg.batch_size, cfg.processing_res, cfg.eta, cfg.device)
 
 
 def collect_inputs(paths: list[str], output: Optional[Path] = None) -> tuple[list[InputImage], list[Path]]:

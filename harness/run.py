@@ -7,17 +7,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
 import pandas as pd
 
 from harness import manifest as mf
 from harness.distributed import drop_failed_rows, drop_rows, gather, processes, read_rows, require_shared
 from harness.failures import is_failed, nan_stats
-from harness.evaluate import (Pair, SavedPredictionError, check_inference_settings, check_saved_predictions,
-                              evaluate_pairs, resolved_processing_res)
+from harness.evaluate import (Pair, SavedPredictionError, cached_prediction, check_inference_settings,
+                              check_saved_predictions, evaluate_pairs, resolved_processing_res)
 from harness.dataroots import build_with_root, resolve_roots
 from harness.registry import build_method, method_class, method_tasks, parse_method_spec
-from harness.runio import atomic_write_text
+from harness.runio import atomic_write_text, read_json_object
 from harness.summary import groups_of, summarize_depth, summarize_normals
 from harness.tables import markdown_tables
 from methods.base import RunOptions
@@ -192,7 +191,7 @@ def changed_weights(previous: dict, record: dict) -> list[str]:
 def claim_folder_alone(folder: Path, record: dict) -> None:
     path = folder / "manifest.json"
     if path.is_file():
-        previous = json.loads(path.read_text())
+        previous = read_json_object(path, "move that folder away or choose another --output; nothing was changed")
         if previous.get("config_key") != record["config_key"] and not same_but_batch(previous, record):
             change = key_change(previous, record) or f"config {previous.get('config_key')}"
             raise FileExistsError(
@@ -264,7 +263,7 @@ def run(cfg: RunConfig, output: Optional[str] = None, progress: bool = True,
 
 def build_plan(cfg: RunConfig, folder: Path, roots=None) -> list:
     """[(dataset, [Pair per method serving its task])]; unknown names fail before any model is built."""
-    check_inference_settings(cfg.steps, cfg.batch_size, cfg.processing_res)
+    check_inference_settings(cfg.steps, cfg.batch_size, cfg.processing_res, cfg.eta, cfg.device)
     if cfg.count is not None and cfg.count < 1:
         raise ValueError(f"count must be >= 1 (leave --count out for every sample), got {cfg.count}")
     datasets = [build_dataset(n, cfg, roots) for n in cfg.datasets]
@@ -288,6 +287,10 @@ def check_every_method_serves(methods, datasets) -> None:
     if not methods or not datasets:
         raise ValueError(f"nothing to evaluate: --methods {','.join(methods)!r}, --datasets "
                          f"{','.join(d.name for d in datasets)!r}; name at least one of each")
+    for flag, names in (("--methods", list(methods)), ("--datasets", [d.name for d in datasets])):
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:  # each would be scored into the same folder twice and counted twice in the summary
+            raise ValueError(f"{flag} names {', '.join(twice)} more than once; name each once")
     tasks = {d.spec.task for d in datasets}
     for name in methods:
         if not tasks & set(method_tasks(name)):
@@ -370,7 +373,7 @@ def summarize_run(cfg: RunConfig, plan) -> pd.DataFrame:
                 elif ds.spec.task == "depth":
                     stats = summarize_depth(sub)
                 else:
-                    errors = [np.load(pair.err_path(r["id"])) for r in sub] if aggregation == "pooled" else []
+                    errors = [cached_prediction(pair.err_path(r["id"]), "error map") for r in sub] if aggregation == "pooled" else []
                     stats = summarize_normals(sub, errors, aggregation)
                 for metric, (value, lo, hi) in stats.items():
                     out.append({**base, "group": group, "aggregation": aggregation, "metric": metric,

@@ -41,6 +41,14 @@ def atomic_torch_save(obj, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def atomic_save_figure(fig, path: Path, **savefig_options) -> None:
+    """A matplotlib figure saved as PNG under a temporary name, then renamed over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.png")
+    fig.savefig(tmp, **savefig_options)
+    os.replace(tmp, path)
+
+
 def swap_in_folder(tmp: Path, final: Path) -> None:
     """Replace the folder ``final`` by the finished folder ``tmp``: final is renamed to ``<final>.old``, tmp to final,
     and the old one removed. A kill between the two renames leaves only ``<final>.old``, which
@@ -90,6 +98,17 @@ def append_jsonl(path: Path, rows: Iterable[dict]) -> None:
             f.write(json.dumps(row, sort_keys=True) + "\n")
         f.flush()
         os.fsync(f.fileno())
+
+
+def read_json_object(path: Path, fix: str) -> dict:
+    """A JSON file holding one object; anything else raises ValueError naming the file and ``fix``."""
+    try:
+        record = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} is damaged (not valid JSON: {err}); {fix}") from None
+    if not isinstance(record, dict):
+        raise ValueError(f"{path} is damaged (holds a JSON {type(record).__name__}, not an object); {fix}")
+    return record
 
 
 def read_jsonl(path: Path) -> list[dict]:

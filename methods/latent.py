@@ -191,7 +191,13 @@ def read_config(folder: Path) -> tuple[type, object]:
     if not path.is_file():
         raise FileNotFoundError(f"{folder} is not a trained checkpoint: {CONFIG_FILE} is missing. Train one with "
                                 f"`python -m harness train --method <name> --task depth` or pass another --checkpoint.")
-    record = json.loads(path.read_text())
+    fix = "retrain the checkpoint or pass another --checkpoint"
+    try:
+        record = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} is damaged (not valid JSON: {err}); {fix}") from None
+    if not isinstance(record, dict) or not isinstance(record.get("method_config"), dict):
+        raise ValueError(f"{path} is damaged (expected an object with \"method\" and \"method_config\"); {fix}")
     name = record.get("method")
     if name not in TRAINABLE:
         raise ValueError(f"{path}: method {name!r} is not a trainable method here; known: {sorted(TRAINABLE)}")

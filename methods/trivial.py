@@ -66,6 +66,15 @@ def train_mean_path(task: str) -> Path:
     return WEIGHTS_DIR / f"train_mean_{task}.safetensors"
 
 
+def read_mean(path: Path, task: str) -> torch.Tensor:
+    """The ``mean`` tensor [C,h,w] of a train_mean .safetensors file, float32; a damaged file is named."""
+    try:
+        return load_file(str(path))["mean"].float()
+    except Exception as err:  # safetensors raises its own error types (header, dtype) besides KeyError and OSError
+        raise ValueError(f"{path}: not a readable train_mean .safetensors file ({type(err).__name__}: {err}); "
+                         f"regenerate it with `python -m harness train --method train_mean --task {task}`") from None
+
+
 @register("train_mean")
 class TrainMean(_Trivial):
     """Reference: the tiny world's mean training depth (normalised) or normal map."""
@@ -79,7 +88,7 @@ class TrainMean(_Trivial):
             raise FileNotFoundError(f"{path} is missing: regenerate it with "
                                     f"`python -m harness train --method train_mean --task {task}`")
         self.path = path
-        self.mean = load_file(str(path))["mean"].float()  # [C,h,w]
+        self.mean = read_mean(path, task)  # [C,h,w]
         self.weights_fingerprint = weights_fingerprint(path)
 
     def predict(self, rgb, generators):

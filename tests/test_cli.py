@@ -56,10 +56,10 @@ def test_the_tiny_world_split_is_chosen_with_dataset_set(tmp_path):
     assert re.search(r"synthetic `[0-9a-f]+` \(val split\)", (tmp_path / "r" / "summary.md").read_text())
 
 
-def test_dataset_set_names_the_settings_a_dataset_takes():
-    with pytest.raises(SystemExit, match="synthetic takes split, seed, height, width"):
-        main(["run", "--datasets", "synthetic", "--dataset-set", "max_depth=3"])
-    with pytest.raises(SystemExit, match="applies to datasets named with a folder"):
+def test_dataset_set_names_the_settings_a_dataset_takes(capsys):
+    assert main(["run", "--datasets", "synthetic", "--dataset-set", "max_depth=3"]) == 2  # a usage error, no traceback
+    assert "error: --dataset-set max_depth: dataset synthetic takes split, seed, height, width" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="applies to datasets named with a folder"):
         _dataset_settings(("nyuv2",), ["split=val"])  # (the run itself stops earlier, at the missing root)
 
 
@@ -94,3 +94,58 @@ def test_ctrl_c_says_what_was_kept_instead_of_a_traceback(monkeypatch, capsys):
     assert "interrupted: each finished cell is in the study's cells.jsonl" in capsys.readouterr().err
     assert cli.main(["compare", "a", "b"]) == 130
     assert capsys.readouterr().err.strip() == "interrupted"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--methods", "constant,constant"], "--methods names constant more than once"),
+    (["--datasets", "synthetic,synthetic"], "--datasets names synthetic more than once"),
+    (["--methods", ""], "nothing to evaluate"),  # given empty: not the default methods
+    (["--eta", "5"], "--eta must lie in [0, 1]"),
+    (["--eta", "nan"], "--eta must lie in [0, 1]"),
+    (["--device", "gpu0"], "--device 'gpu0' is not a torch device"),
+])
+def test_settings_that_cannot_run_are_refused_before_the_run_folder_is_claimed(tmp_path, capsys, argv, message):
+    defaults = {"--methods": "constant", "--datasets": "synthetic"}
+    given = dict(zip(argv[::2], argv[1::2]))
+    args = [x for k, v in {**defaults, **given}.items() for x in (k, v)]
+    assert main(["run", *args, "--count", "2", "--output", str(tmp_path / "r")]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()  # the corrected command is not blocked by a folder of other settings
+
+
+def test_cuda_on_a_torch_without_it_is_refused_by_name(tmp_path, capsys, monkeypatch):
+    import torch
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert main(["run", "--methods", "constant", "--datasets", "synthetic", "--count", "1", "--device", "cuda",
+                 "--output", str(tmp_path / "r")]) == 2
+    assert "--device cuda: this torch" in capsys.readouterr().err and not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("content", ["", "[1]", "{not json"])
+def test_a_damaged_manifest_in_the_output_folder_is_named_and_left_alone(tmp_path, capsys, content):
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "manifest.json").write_text(content)
+    assert main(["run", "--methods", "constant", "--datasets", "synthetic", "--count", "1",
+                 "--output", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'r' / 'manifest.json'} is damaged" in err and "move that folder away" in err
+    assert (tmp_path / "r" / "manifest.json").read_text() == content
+
+
+@pytest.mark.parametrize("content", ["", "[1]", '{"method": "dpbridge"}'])
+def test_a_damaged_checkpoint_config_is_named(tmp_path, capsys, content):
+    (tmp_path / "ck").mkdir()
+    (tmp_path / "ck" / "trained_config.json").write_text(content)
+    assert main(["run", "--methods", "dpbridge_tiny", "--datasets", "synthetic", "--count", "1", "--steps", "1",
+                 "--checkpoint", str(tmp_path / "ck"), "--output", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "trained_config.json is damaged" in err and "pass another --checkpoint" in err
+
+
+def test_a_damaged_train_mean_file_is_named_with_the_command_that_regenerates_it(tmp_path, capsys):
+    bad = tmp_path / "mean.safetensors"
+    bad.write_bytes(b"\x01" * 64)
+    assert main(["run", "--methods", "train_mean", "--datasets", "synthetic", "--count", "1",
+                 "--checkpoint", str(bad), "--output", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert f"{bad}: not a readable train_mean .safetensors file" in err and "--method train_mean --task depth" in err
