@@ -373,7 +373,8 @@ def summarize_run(cfg: RunConfig, plan) -> pd.DataFrame:
                 elif ds.spec.task == "depth":
                     stats = summarize_depth(sub)
                 else:
-                    errors = [cached_prediction(pair.err_path(r["id"]), "error map") for r in sub] if aggregation == "pooled" else []
+                    pooled = aggregation == "pooled"
+                    errors = [cached_prediction(pair.err_path(r["id"]), "error map") for r in sub] if pooled else []
                     stats = summarize_normals(sub, errors, aggregation)
                 for metric, (value, lo, hi) in stats.items():
                     out.append({**base, "group": group, "aggregation": aggregation, "metric": metric,

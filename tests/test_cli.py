@@ -58,7 +58,8 @@ def test_the_tiny_world_split_is_chosen_with_dataset_set(tmp_path):
 
 def test_dataset_set_names_the_settings_a_dataset_takes(capsys):
     assert main(["run", "--datasets", "synthetic", "--dataset-set", "max_depth=3"]) == 2  # a usage error, no traceback
-    assert "error: --dataset-set max_depth: dataset synthetic takes split, seed, height, width" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "error: --dataset-set max_depth: dataset synthetic takes split, seed, height, width" in err
     with pytest.raises(ValueError, match="applies to datasets named with a folder"):
         _dataset_settings(("nyuv2",), ["split=val"])  # (the run itself stops earlier, at the missing root)
 
