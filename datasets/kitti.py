@@ -22,7 +22,7 @@ from datasets.base import DatasetSpec, Sample
 from datasets.crops import KB_HEIGHT, KB_WIDTH, KITTI_FRACTIONS, kb_crop, kb_crop_box, kitti_eval_mask, range_mask
 from datasets.native import NativeDataset
 from datasets.registry import register
-from datasets.sources import locate_listed
+from datasets.sources import locate_if_found
 
 GT_PREFIXES = ("", "train/", "val/")
 KITTI_SPEC = DatasetSpec(task="depth", min_depth=1e-5, max_depth=80.0, clip_min=1e-5, clip_max=80.0,
@@ -58,7 +58,7 @@ class KITTI(NativeDataset):
                 "HARNESS_LIST_KITTI=PATH)")
         with_gt = [r for r in rows if r[1] != "None"]
         if with_gt:  # the archive below one top folder (kitti_eigen_split_test/<date>/...) is read there
-            self.source = locate_listed(self.source, with_gt[0][0])
+            self.source = locate_if_found(self.source, lambda s: s.exists(with_gt[0][0]))
         self._gt = {r[0]: self._find_gt(r[1]) for r in with_gt}
         self._focal = {r[0]: float(r[2]) for r in with_gt if len(r) > 2}
         self.use_list(rows, f"user list {self.list_path}", [r[0] for r in with_gt],

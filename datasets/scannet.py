@@ -21,7 +21,7 @@ from datasets.base import DatasetSpec, Sample
 from datasets.crops import range_mask
 from datasets.native import NativeDataset
 from datasets.registry import register
-from datasets.sources import Source, locate_listed
+from datasets.sources import Source, locate_if_found
 
 COLOR = re.compile(r"([^/]+)/color/([^/]+)\.jpg")
 RESIZE = {"area": cv2.INTER_AREA, "linear": cv2.INTER_LINEAR}
@@ -52,10 +52,8 @@ class ScanNet(NativeDataset):
 
     def setup(self) -> None:
         rows = self.user_rows(2)
-        if rows:
-            self.source = locate_listed(self.source, rows[0][0])
-        elif not has_scene(self.source) and len(tops := self.source.top_folders()) == 1:
-            self.source = self.source.sub(tops[0])  # the archive below one top folder (scannet/<scene>/...)
+        listed = (lambda s: s.exists(rows[0][0])) if rows else has_scene  # scannet/<scene>/... is read there too
+        self.source = locate_if_found(self.source, listed)
         origin = f"user list {self.list_path}"
         if rows is None:
             color = [m for p in self.source.list("") if (m := COLOR.fullmatch(p))]

@@ -256,11 +256,11 @@ def locate(source: Source, marker, what: str) -> Source:
     raise ValueError(f"dataset root {source.where()} does not have the expected layout: {what}")
 
 
-def locate_listed(source: Source, relpath: str) -> Source:
-    """Where a sample list's first file ``relpath`` is: the source or its single top folder; the source itself when
-    neither holds it, so that the list's check names every absent file."""
+def locate_if_found(source: Source, marker) -> Source:
+    """:func:`locate`, but the source itself when neither it nor its single top folder holds ``marker``: for an
+    adapter whose own checks then name what is absent (e.g. every file of a sample list)."""
     try:
-        return locate(source, lambda s: s.exists(relpath), relpath)
+        return locate(source, marker, "")
     except ValueError:
         return source
 

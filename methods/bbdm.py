@@ -8,7 +8,7 @@ from typing import Literal
 
 from methods.image_bridge import ImageBridgeModel
 from methods.latent import NUM_TIMESTEPS, register_trainable
-from methods.processes import BBDMSchedule
+from methods.processes import BBDMSchedule, SkipMean
 from methods.registry import register
 from methods.trained import TrainedMethod
 
@@ -19,7 +19,7 @@ class BBDMConfig:
     backbone: str = "tiny"  # UNet architecture and frozen VAE; weights random unless finetune
     finetune: bool = False  # BBDM trains from scratch
     max_var: float = 1.0  # BBDM's s: delta_t = 2 s (m_t - m_t^2)
-    skip_mean: Literal["marginal", "bbdm_code"] = "marginal"  # the step at eta < 1 (methods/processes.py)
+    skip_mean: SkipMean = "marginal"  # the step at eta < 1 (methods/processes.py)
     cond_image: bool = True  # UNet sees y beside x_t (False: zeros in that slot, BBDM's "nocond")
     default_steps: int = 10
     processing_res: int = 64

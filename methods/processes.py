@@ -22,7 +22,7 @@ sampler with an oracle x0_hat and eta = 0 returns x_0 exactly on any grid (teste
 """
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Callable, Literal, Optional, get_args
 
 import torch
 
@@ -92,11 +92,12 @@ class I2SBSchedule:
         return out
 
 
-SKIP_MEANS = ("marginal", "bbdm_code")  # BBDM's step at eta < 1: see the module docstring
+SkipMean = Literal["marginal", "bbdm_code"]  # BBDM's step at eta < 1: see the module docstring
+SKIP_MEANS = get_args(SkipMean)
 
 
 class BBDMSchedule:
-    def __init__(self, T: int = T_DEFAULT, max_var: float = 1.0, skip_mean: str = "marginal"):
+    def __init__(self, T: int = T_DEFAULT, max_var: float = 1.0, skip_mean: SkipMean = "marginal"):
         if skip_mean not in SKIP_MEANS:
             raise ValueError(f"bbdm: unknown skip_mean {skip_mean!r}; expected one of {SKIP_MEANS}")
         self.T, self.skip_mean = T, skip_mean
