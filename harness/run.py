@@ -279,7 +279,26 @@ def build_plan(cfg: RunConfig, folder: Path, roots=None) -> list:
         pairs = [Pair(m, ds, folder / f"{s.cell}__{ds.name}", processing_res(cfg, m, ds),
                       continue_on_error=cfg.continue_on_error) for s, m in methods]
         plan.append((ds, pairs))
+    if processes().is_main:
+        for line in ignored_settings(cfg, plan):
+            print(line, file=sys.stderr)
     return plan
+
+
+def ignored_settings(cfg: RunConfig, plan) -> list[str]:
+    """What a given --steps or --count leaves unchanged: the methods that take a fixed number of steps (their
+    recorded steps), the datasets with fewer samples than --count (all of them are evaluated)."""
+    lines = []
+    if cfg.steps is not None:
+        fixed = {f"{p.method.name} ({p.method.describe().get('steps', 0)})" for _, pairs in plan for p in pairs
+                 if p.method.describe().get("steps", 0) != cfg.steps}
+        if fixed:
+            lines.append(f"--steps {cfg.steps} does not apply to {', '.join(sorted(fixed))}: each runs the fixed "
+                         f"number of steps in brackets, and its results record that number")
+    for ds, _ in plan:
+        if cfg.count is not None and len(ds.ids()) < cfg.count:
+            lines.append(f"--count {cfg.count}: {ds.name} has {len(ds.ids())} samples; all of them are evaluated")
+    return lines
 
 
 def check_every_method_serves(methods, datasets) -> None:

@@ -150,3 +150,16 @@ def test_a_damaged_train_mean_file_is_named_with_the_command_that_regenerates_it
                  "--checkpoint", str(bad), "--output", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err
     assert f"{bad}: not a readable train_mean .safetensors file" in err and "--method train_mean --task depth" in err
+
+
+def test_settings_a_run_cannot_apply_are_named(tmp_path, capsys):
+    """--steps for methods with a fixed step count and --count above a dataset's size change nothing: the run
+    says so, and records the steps each method took."""
+    assert main(["run", "--methods", "regressor_tiny,constant", "--datasets", "synthetic", "--steps", "3",
+                 "--count", "2", "--output", str(tmp_path / "r"), "--quiet"]) == 0
+    assert "--steps 3 does not apply to constant (0), regressor_tiny (1)" in capsys.readouterr().err
+    rows = (tmp_path / "r" / "summary.csv").read_text().splitlines()
+    assert all(",none,0,1,0," in r for r in rows if r.startswith("regressor_tiny,"))  # perturbation, level, steps
+    assert main(["run", "--methods", "constant", "--datasets", "synthetic", "--dataset-set", "split=val",
+                 "--count", "100000", "--output", str(tmp_path / "all"), "--quiet"]) == 0
+    assert "--count 100000: synthetic has 100 samples; all of them are evaluated" in capsys.readouterr().err

@@ -114,6 +114,7 @@ def test_regressor_is_one_call_independent_of_seed_and_steps(trained):
     hook.remove()
     assert torch.equal(a, b) and len(calls) == 1
     assert not one.contract.stochastic and one.describe()["network_calls_per_image"] == 1
+    assert ten.describe()["steps"] == 1  # what it ran, not what --steps asked for
 
 
 def test_regressor_loss_is_the_latent_mse_of_its_output(trained):
