@@ -11,7 +11,6 @@ train with the paper's preset on HyperSim + Virtual KITTI, and are evaluated on 
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -22,7 +21,7 @@ from harness import manifest as mf
 from harness.claims import budget_caveats, claims, claims_markdown, dan_caveats
 from harness.distributed import processes
 from harness.run import RESULTS_DIR, RunConfig, run
-from harness.runio import atomic_write_text
+from harness.runio import atomic_write_text, read_json_object
 from harness.tables import format_cell, header
 from methods.ablation import ABLATION_VARIANTS, variant_settings
 from methods.backbones import recorded_path
@@ -174,9 +173,11 @@ def design_columns(spec: str) -> dict:
 
     parsed = parse_method_spec(spec)
     folder = checkpoint_of(spec)
-    config = json.loads((folder / "trained_config.json").read_text())["method_config"]
+    fix = f"move {folder} away and train it again (`python -m harness ablate --train`)"
+    config = read_json_object(folder / "trained_config.json", fix).get("method_config", {})
     summary_path = folder / "training_summary.json"
-    iterations = json.loads(summary_path.read_text())["train_config"]["iterations"] if summary_path.is_file() else None
+    summary = read_json_object(summary_path, fix) if summary_path.is_file() else {}
+    iterations = summary.get("train_config", {}).get("iterations")
     out = {"row": parsed.option or parsed.name, "process": parsed.name, "finetune": bool(config.get("finetune")),
            "dan": config.get("dan", "-"), "image_consistency": config.get("image_consistency", "-"),
            "train_iterations": iterations, "checkpoint": recorded_path(folder)}  # relative inside the repository
@@ -239,7 +240,8 @@ ROW_SETTINGS = ("dataset", "group", "steps", "metric", "value", "ci_low", "ci_hi
 def recorded_commit(run_folder: Path) -> str:
     """The code a row's numbers come from: the git commit its run manifest recorded when the folder was started
     (a resumed row keeps it; "-" for a manifest without one)."""
-    return json.loads((Path(run_folder) / "manifest.json").read_text()).get("git_commit", "-")
+    fix = "move that folder away: the ablation runs the row again"
+    return read_json_object(Path(run_folder) / "manifest.json", fix).get("git_commit", "-")
 
 
 def table_rows(summary: pd.DataFrame, specs: list[str], design: dict) -> pd.DataFrame:

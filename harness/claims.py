@@ -8,7 +8,6 @@ evaluated is left out (and said so), never guessed.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional
 
@@ -17,6 +16,7 @@ import pandas as pd
 from harness.compare import compare
 from harness.metrics import METRIC_INFO
 from harness.multiplicity import with_holm
+from harness.runio import read_json_object
 
 # (row A, row B, the question; B is the paper's better row)
 CLAIMS = (
@@ -51,7 +51,7 @@ def parameterizations(run: Path) -> set:
     path = run / "manifest.json"
     if not path.is_file():
         return set()
-    methods = json.loads(path.read_text()).get("methods", {})
+    methods = read_json_object(path, "run its command again with a new --output").get("methods", {})
     return {m.get("method_config", {}).get("parameterization") for m in methods.values()} - {None}
 
 

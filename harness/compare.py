@@ -12,7 +12,6 @@ percent).
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional
 
@@ -23,7 +22,10 @@ from harness.distributed import read_rows
 from harness.manifest import settings_change
 from harness.metrics import DEPTH_METRICS, METRIC_INFO, NORMAL_THRESHOLDS
 from harness.multiplicity import two_sided_p, with_holm
+from harness.runio import read_json_object
 from harness.summary import BOOTSTRAP_DRAWS, BOOTSTRAP_SEED, groups_of
+
+RUN_FOLDER_FIX = "the run cannot be read; run its command again with a new --output"
 
 # Pooled normal metrics as (numerator column, denominator column, scale, then): then(scale * ratio of per-image sums)
 POOLED_RATIOS = {"mean": ("sum_err", "n_valid", 1.0, None), "rmse": ("sum_sq_err", "n_valid", 1.0, np.sqrt),
@@ -60,7 +62,7 @@ def finished_manifest(folder: Path) -> dict:
     if not (folder / "summary.csv").is_file():
         raise ValueError(f"{folder} is an unfinished run (no summary.csv): run its command again to finish it "
                          f"before comparing")
-    return json.loads(path.read_text())
+    return read_json_object(path, RUN_FOLDER_FIX)
 
 
 def same_images(ds: str, manifest_a: dict, manifest_b: dict, run_a, run_b) -> None:
@@ -89,7 +91,7 @@ def cell_settings(manifest: dict, cell: str, dataset: str) -> dict:
 
 def run_cells(folder: Path) -> dict[tuple[str, str], Path]:
     """(method, dataset) -> cell folder of a run."""
-    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest = read_json_object(folder / "manifest.json", RUN_FOLDER_FIX)
     cells = {}
     for key in manifest["methods"]:
         method, _, dataset = key.partition("__")

@@ -26,7 +26,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Callable, Optional
 
-from harness.runio import atomic_write_text, read_jsonl
+from harness.runio import atomic_write_text, read_json_object, read_jsonl
 
 ROWS = "rows.jsonl"
 SHARD_ROWS = re.compile(r"rows\.rank(\d+)-of-(\d+)\.jsonl")
@@ -182,7 +182,7 @@ def gather(run_folder: Path, cells: list[tuple[Path, list[str]]]) -> bool:
             taken[shard] = taken.get(shard, 0) + n
     path = run_folder / "manifest.json"
     if taken and path.is_file():
-        manifest = json.loads(path.read_text())
+        manifest = read_json_object(path, "run the command again with a new --output")
         counts = manifest.setdefault("rows_by_process", {})
         for shard, n in taken.items():
             counts[shard] = counts.get(shard, 0) + n

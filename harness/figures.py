@@ -15,7 +15,6 @@ overwritten without ``--overwrite`` (harness.figure_layout draws it).
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Optional
@@ -27,7 +26,7 @@ from harness.evaluate import safe_name
 from harness.metrics import angular_error_deg
 from harness.pictures import ERROR_COLORMAP, colorize, normals_to_rgb8
 from harness.registry import build_method, method_class, parse_method_spec
-from harness.runio import read_jsonl
+from harness.runio import read_json_object, read_jsonl
 from harness.scoring import aligned_depth, resize_to
 
 DEFAULT_RANDOM = 4
@@ -94,7 +93,7 @@ def read_manifest(run: Path) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"{run} is not a run folder ({path} is missing); give folders written by "
                                 f"`python -m harness run`")
-    return json.loads(path.read_text())
+    return read_json_object(path, "run its command again with a new --output")
 
 
 def run_datasets(manifest: dict) -> dict:

@@ -40,7 +40,7 @@ from harness.dataroots import build_with_root
 from harness.distributed import processes
 from harness.registry import build_method, method_class, method_tasks
 from harness.run import RESULTS_DIR, check_every_method_serves
-from harness.runio import append_jsonl, atomic_write_text, read_jsonl
+from harness.runio import append_jsonl, atomic_write_text, read_json_object, read_jsonl
 from harness.scoring import alignment_for, score_depth, score_normals
 from harness.summary import summarize_depth, summarize_normals
 from methods.base import RunOptions
@@ -207,7 +207,8 @@ def measured_cells(folder: Path, cfg: LatencyConfig, built: dict[tuple, dict]) -
     config_path = folder / STUDY_CONFIG_FILE
     cells = read_jsonl(folder / CELLS_FILE)
     if cells:  # a study with no cell measured yet holds nothing to protect
-        change = mf.settings_change(json.loads(config_path.read_text()), settings)
+        recorded = read_json_object(config_path, "choose another --output (its cells cannot be matched to settings)")
+        change = mf.settings_change(recorded, settings)
         if change:
             raise ValueError(f"{folder} holds an unfinished latency study with other settings ({change}); resume it "
                              f"with the same settings, or choose another --output")

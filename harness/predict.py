@@ -32,7 +32,7 @@ from harness.evaluate import (check_inference_settings, check_processing_size, p
 from harness.pictures import (DEPTH_COLORMAP, IMAGE_SUFFIXES, check_image, colorize, depth_to_uint16, normalise01,
                               normals_to_rgb8, read_rgb, write_png)
 from harness.registry import build_method, parse_method_spec
-from harness.runio import atomic_save_npy, atomic_write_text
+from harness.runio import atomic_save_npy, atomic_write_text, read_json_object
 from harness.scoring import resize_to
 from methods.base import RunOptions
 
@@ -123,7 +123,7 @@ def claim_output(folder: Path, cfg: PredictConfig, resolved: Optional[dict] = No
     path = folder / SETTINGS_FILE
     record = {**asdict(cfg), **({"resolved": resolved} if resolved is not None else {})}
     if path.is_file():
-        previous = json.loads(path.read_text())
+        previous = read_json_object(path, "choose another --output (the maps there cannot be matched to settings)")
         if "resolved" not in previous:
             record.pop("resolved", None)
         if previous != record:

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 import harness.pool
 from harness.manifest import device_description, refuse_replacing, settings_change
 from harness.pool import encode_images, render_pool
-from harness.runio import restore_interrupted_swap, write_folder_atomically
+from harness.runio import read_json_object, restore_interrupted_swap, write_folder_atomically
 from harness.stage_checkpoint import StageCheckpoints, TrainingClock
 from harness.train import warmup_exponential
 from methods.backbones import TINY_BACKBONE_DIR, TINY_IMAGE_SIZE, new_tiny_backbone, save_backbone
@@ -169,7 +169,8 @@ def check_export(folder: Path, settings: dict) -> None:
     path = folder / "training_summary.json"
     if not path.is_file():
         return
-    recorded = json.loads(path.read_text()).get("config", {})
+    recorded = read_json_object(path, "pretrain again into another folder (--set export=DIR), or move this one "
+                                      "away").get("config", {})
     change = settings_change({k: v for k, v in recorded.items() if k in settings}, json.loads(json.dumps(settings)))
     refuse_replacing(folder, "a backbone pretrained", change, "--set export=DIR")
 

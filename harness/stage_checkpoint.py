@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from harness.manifest import settings_change
-from harness.runio import atomic_torch_save, atomic_write_text, keep_jsonl_rows
+from harness.runio import atomic_torch_save, atomic_write_text, keep_jsonl_rows, read_json_object
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,8 @@ class StageCheckpoints:
         if point is None:
             atomic_write_text(settings_file, json.dumps(self.settings, indent=2) + "\n")
             return None
-        change = settings_change(json.loads(settings_file.read_text()), self.settings)
+        recorded = read_json_object(settings_file, "start a new run with --set output=OTHER_DIR")
+        change = settings_change(recorded, self.settings)
         if change:
             raise ValueError(f"{self.folder} holds a run with other settings ({change}); resume it with the same "
                              f"settings, or start a new run with --set output=OTHER_DIR")

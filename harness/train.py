@@ -26,7 +26,8 @@ import torch
 
 from harness.manifest import device_description, refuse_replacing, settings_change, stable_seed, without_unset
 from harness.pool import latent_pool, render_pool
-from harness.runio import keep_jsonl_rows, restore_interrupted_swap, swap_in_folder, write_folder_atomically
+from harness.runio import (keep_jsonl_rows, read_json_object, restore_interrupted_swap, swap_in_folder,
+                           write_folder_atomically)
 from harness.weight_ema import WeightEMA
 from methods.backbones import TINY_IMAGE_SIZE, WEIGHTS_DIR, save_module_fp16
 from harness.registry import load_entries
@@ -124,7 +125,7 @@ def check_export(folder: Path, method_cfg, train_settings: dict) -> None:
             raise FileExistsError(f"{folder} exists and holds no training_summary.json: choose another "
                                   f"--set export=DIR or move that folder away")
         return
-    recorded = json.loads(summary_path.read_text())
+    recorded = read_json_object(summary_path, "train into another folder (--set export=DIR), or move this one away")
     change = ", ".join(c for c in (
         method_config_change(recorded.get("method_config", {}), method_cfg),
         settings_change({k: v for k, v in recorded.get("train_config", {}).items() if k in train_settings},
@@ -259,7 +260,8 @@ def train(method_cfg, cfg: TrainConfig, command: str, method_name: str = "dpbrid
 
     start, resumed_ema = 0, None
     if (out / "checkpoint" / "iteration.json").is_file():
-        state = json.loads((out / "checkpoint" / "iteration.json").read_text())
+        state = read_json_object(out / "checkpoint" / "iteration.json",
+                                 f"remove {out / 'checkpoint'} to train from the start, or choose another output")
         _check_resume(out, state, method_cfg, result_settings(cfg))
         accelerator.load_state(str(out / "checkpoint"))
         start = state["iteration"]

@@ -10,7 +10,6 @@ The evaluator resizes the RGB to the processing resolution, so the pipeline runs
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Optional
@@ -20,6 +19,7 @@ import torch
 from methods.base import Method, OutputContract, RunOptions
 from methods.fingerprint import weights_fingerprint
 from methods.registry import register
+from methods.sd_backbone import read_json
 
 PIPELINES = {"depth": "MarigoldDepthPipeline", "normals": "MarigoldNormalsPipeline"}
 OLD_NAMES = {"depth": ("MarigoldPipeline",), "normals": ()}  # model_index names of early depth uploads
@@ -88,12 +88,12 @@ def cached_marigold(task: str) -> Optional[Path]:
 
 
 def check_marigold_folder(folder: Path, task: str) -> None:
-    index = json.loads((folder / "model_index.json").read_text())
+    index = read_json(folder / "model_index.json")
     kind = index.get("_class_name")
     if kind != PIPELINES[task] and kind not in OLD_NAMES[task]:
         raise ValueError(f"{folder} holds a {kind}, not a {PIPELINES[task]}: marigold predicts {task} from a "
                          f"Marigold {task} checkpoint (e.g. {REPOS[task][0]})")
-    unet = json.loads((folder / "unet" / "config.json").read_text())
+    unet = read_json(folder / "unet" / "config.json")
     if unet.get("in_channels") != 8:
         raise ValueError(f"{folder}: unet has {unet.get('in_channels')} input channels; a Marigold unet has 8 "
                          f"(image latent + noisy map latent)")

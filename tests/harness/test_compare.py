@@ -82,6 +82,17 @@ def test_compare_names_each_side_s_settings_and_refuses_unfinished_or_different_
         compare(a, b)
 
 
+def test_a_damaged_manifest_is_named_with_the_fix(tmp_path, capsys):
+    from harness.cli import main
+
+    folder, _ = run(RunConfig(methods=("constant", "ramp"), datasets=("synthetic",), count=2), str(tmp_path / "r"),
+                    progress=False)
+    (folder / "manifest.json").write_text('{"methods": ')  # as a hand edit or a damaged disk would leave it
+    assert main(["compare", str(folder), str(folder), "--method-a", "constant", "--method-b", "ramp"]) == 2
+    err = capsys.readouterr().err
+    assert f"{folder / 'manifest.json'} is damaged (not valid JSON" in err and "with a new --output" in err
+
+
 def test_the_cli_does_not_replace_an_existing_csv(tmp_path, capsys):
     from harness.cli import main
 

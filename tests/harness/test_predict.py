@@ -108,6 +108,14 @@ def test_existing_outputs_are_skipped_partial_ones_and_other_settings_refused(im
         predict(PredictConfig(method="constant"), [str(images / "sub")], str(out), progress=False)
 
 
+def test_a_damaged_settings_file_is_named(images, tmp_path):
+    out = tmp_path / "out"
+    predict(PredictConfig(method="ramp"), [str(images)], str(out), progress=False)
+    (out / "predict.json").write_text("[]")
+    with pytest.raises(ValueError, match=r"predict.json is damaged \(holds a JSON list.*choose another --output"):
+        predict(PredictConfig(method="ramp"), [str(images)], str(out), progress=False)
+
+
 def test_an_image_cut_short_by_a_kill_is_written_again(images, tmp_path):
     out = tmp_path / "out"
     first = predict(PredictConfig(method="ramp"), [str(images)], str(out), progress=False)

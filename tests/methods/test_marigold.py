@@ -88,6 +88,17 @@ def test_an_incomplete_folder_names_what_it_lacks(marigold_depth_dir, tmp_path):
         build_method("marigold", "depth", RunOptions(checkpoint=str(broken)))
 
 
+@pytest.mark.parametrize("damaged", ["model_index.json", "unet/config.json"])
+def test_a_damaged_config_names_the_file(marigold_depth_dir, tmp_path, damaged):
+    import shutil
+
+    broken = tmp_path / "m"
+    shutil.copytree(marigold_depth_dir, broken)
+    (broken / damaged).write_text("{")
+    with pytest.raises(ValueError, match=f"cannot read {broken / damaged}"):
+        build_method("marigold", "depth", RunOptions(checkpoint=str(broken)))
+
+
 @pytest.mark.parametrize("dtype, autocast", [("float32", None), ("bfloat16", torch.bfloat16)])
 def test_the_dtype_option_runs_the_pipeline_s_unet_under_autocast(marigold_depth_dir, dtype, autocast):
     method = build_method("marigold", "depth", RunOptions(checkpoint=str(marigold_depth_dir), steps=1, dtype=dtype))
