@@ -9,9 +9,9 @@ The list follows from the files (every RGB image; its GT must exist). Ids are th
 layouts, so the fingerprint and the prediction layout (name mode ``id``) are the same.
 
 GT: headerless little-endian float32 at the RGB's resolution (4032 x 6048), despite the ``.JPG`` name; inf = none.
-Valid = 1e-5 < d < inf. Processing resolution: long side 756, i.e. 504 x 756, which a method's size multiple
-rounds (harness.evaluate.processing_size: 504 x 752 at the SD VAE's 8, where Marigold's pipeline pads to 504 x 760
-and crops; the prediction is resized back to 4032 x 6048 either way). Alignment fitted on a grid thinned to at
+Valid = 1e-5 < d < inf. Processing resolution: long side 756, i.e. 504 x 756, padded to 504 x 760 at the SD VAE's
+multiple of 8 and cropped back, as Marigold's pipeline does (harness.evaluate.SizeFit; ``--size-fit round``: 504 x
+752); the prediction is resized back to 4032 x 6048 either way. Alignment fitted on a grid thinned to at
 most 1024 pixels per side (``fit_max_side``; both axes, see harness.align).
 """
 from __future__ import annotations

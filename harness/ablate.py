@@ -20,6 +20,7 @@ import pandas as pd
 from harness import manifest as mf
 from harness.claims import budget_caveats, claims, claims_markdown, dan_caveats
 from harness.distributed import processes
+from harness.evaluate import DEFAULT_SIZE_FIT
 from harness.run import RESULTS_DIR, RunConfig, run
 from harness.runio import atomic_write_text, read_json_object
 from harness.tables import format_cell, header
@@ -50,6 +51,7 @@ class AblateConfig:
     device: str = "cpu"
     dtype: str = "float32"
     processing_res: Optional[int] = None  # None: each dataset's protocol value, else the method's
+    size_fit: str = DEFAULT_SIZE_FIT  # how the processing size meets the network's multiple (harness.evaluate)
 
     @property
     def at_scale(self) -> bool:
@@ -215,7 +217,7 @@ def ablate(cfg: AblateConfig, output: Optional[str] = None, train_missing: bool 
         for spec in specs:  # one run folder per row: rows added later never re-run the others
             run_cfg = RunConfig(methods=(spec,), datasets=cfg.dataset_names(), steps=steps, seed=cfg.seed,
                                 batch_size=cfg.batch_size, count=cfg.count, eta=cfg.eta, device=cfg.device,
-                                dtype=cfg.dtype, processing_res=cfg.processing_res)
+                                dtype=cfg.dtype, processing_res=cfg.processing_res, size_fit=cfg.size_fit)
             row_folder, summary = run(run_cfg, str(folder / f"steps{steps}" / design[spec]["row"]),
                                       progress=progress, roots=roots, commit=commit)
             if summary is not None:  # None: launched on several processes and not the first (harness.distributed)

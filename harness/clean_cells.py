@@ -26,7 +26,7 @@ COPIED_FROM = "copied_from.json"
 def key_without_methods(config: dict):
     """The run key of a manifest's config once its method list is left out (None: not a run's config)."""
     try:
-        return run_module.config_key(run_module.RunConfig(**{**config, "methods": ()}))
+        return run_module.config_key(run_module.recorded_config({**config, "methods": ()}))
     except (KeyError, TypeError):
         return None
 

@@ -46,6 +46,11 @@ def inference_options(args) -> dict:
     return dict(channels_last=args.channels_last, compile=args.compile, bmm_attention=args.bmm_attention)
 
 
+def size_fit_option(args) -> dict:
+    """--size-fit as a config field; not given: the config's default (harness.evaluate.DEFAULT_SIZE_FIT)."""
+    return {} if args.size_fit is None else {"size_fit": args.size_fit}
+
+
 def cmd_run(args) -> int:
     from harness.dataroots import resolve_data
     from harness.run import DEFAULT_DATASETS, DEFAULT_METHODS, RunConfig, run
@@ -54,7 +59,7 @@ def cmd_run(args) -> int:
     cfg = RunConfig(methods=_given(args.methods, _csv, DEFAULT_METHODS), datasets=names,
                     steps=args.steps, eta=args.eta, seed=args.seed, batch_size=args.batch_size, device=args.device,
                     dtype=args.dtype, count=args.count, allow_missing=args.allow_missing,
-                    processing_res=args.processing_res, **inference_options(args),
+                    processing_res=args.processing_res, **inference_options(args), **size_fit_option(args),
                     continue_on_error=args.continue_on_error, retry_failed=args.retry_failed,
                     dataset_args=_dataset_settings(names, args.dataset_set),
                     checkpoint=args.checkpoint, ensemble_size=args.ensemble)
@@ -123,7 +128,7 @@ def cmd_robustness(args) -> int:
     cfg = RunConfig(methods=_given(args.methods, _csv, DEFAULT_METHODS), datasets=names,
                     steps=args.steps, eta=args.eta, seed=args.seed, batch_size=args.batch_size, device=args.device,
                     dtype=args.dtype, count=args.count, processing_res=args.processing_res,
-                    **inference_options(args))
+                    **inference_options(args), **size_fit_option(args))
     folder, summary, _ = robustness(cfg, conds, args.output, progress=not args.quiet, roots=roots)
     if summary is None:  # launched on several processes: the first one prints
         return 0
@@ -217,7 +222,7 @@ def cmd_ablate(args) -> int:
         datasets=_csv(args.datasets) if args.datasets is not None else None,
         steps=_ints(args.steps, "--steps") if args.steps else None, count=args.count, seed=args.seed,
         batch_size=args.batch_size, iterations=args.iterations, reference=not args.no_reference, eta=args.eta,
-        device=args.device, dtype=args.dtype, processing_res=args.processing_res).items()
+        device=args.device, dtype=args.dtype, processing_res=args.processing_res, size_fit=args.size_fit).items()
         if v is not None})
     if args.list:
         for spec in method_specs(cfg):
@@ -349,7 +354,7 @@ def cmd_predict(args) -> int:
 
     cfg = PredictConfig(method=args.method, task=args.task, steps=args.steps, eta=args.eta, seed=args.seed,
                         batch_size=args.batch_size, device=args.device, dtype=args.dtype,
-                        processing_res=args.processing_res)
+                        processing_res=args.processing_res, **size_fit_option(args))
     done = predict(cfg, args.paths, args.output, progress=not args.quiet)
     if done["ignored"]:
         print(f"ignored {len(done['ignored'])} files that are not images by their suffix "

@@ -24,6 +24,13 @@ def add_inference_options(p) -> None:
 def add_processing_res_option(p) -> None:
     p.add_argument("--processing-res", type=int, metavar="PX", help="long side every method sees on every dataset "
                    "(0 = native; default: each benchmark's protocol value, else the method's own)")
+    add_size_fit_option(p)
+
+
+def add_size_fit_option(p) -> None:
+    p.add_argument("--size-fit", choices=("pad", "round"), help="how the processing size meets a network's size "
+                   "multiple: pad (default; Marigold's: resize to it exactly, pad with edge pixels, crop the "
+                   "prediction) or round (each side to the nearest multiple; ETH3D's 504x756 runs as 504x752)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -174,6 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--seed", type=int, default=0)
     pr.add_argument("--batch-size", type=int, default=8)
     pr.add_argument("--processing-res", type=int, help="long side the method sees (default: the method's; 0 = native)")
+    add_size_fit_option(pr)
     pr.add_argument("--quiet", action="store_true", help="no progress bar")
     add_device_options(pr)
 

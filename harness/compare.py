@@ -85,6 +85,7 @@ def cell_settings(manifest: dict, cell: str, dataset: str) -> dict:
             "weights_fingerprint": described.get("weights_fingerprint", "-"), "dtype": manifest.get("dtype"),
             "device": manifest.get("device", "-"), "processing_res": described.get("processing_res", "-"),
             "alignment": described.get("alignment", "-"),
+            "size_fit": manifest.get("config", {}).get("size_fit", "round"),  # a manifest without it ran "round"
             "list_fingerprint": manifest["datasets"][dataset].get("list_fingerprint", "-"),
             "git_commit": manifest.get("git_commit", "-")}  # the code as the run folder was started
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Literal, Optional, get_args
 
 import numpy as np
 import torch
@@ -55,12 +55,40 @@ def resolved_processing_res(override: Optional[int], dataset_res: Optional[int],
     return dataset_res if dataset_res is not None else method_res
 
 
-def processing_size(height: int, width: int, res: int, multiple: int) -> tuple[int, int]:
-    """(h, w) with long side ``res`` (0 = native), aspect kept, each rounded to a multiple of ``multiple``."""
+# How an image meets a network's size multiple (the VAE's 8, the tiny UNet's 16): "pad" resizes it to the
+# processing resolution exactly (long side ``res``, the other side floored, as Marigold's resize_to_max_edge),
+# pads right and bottom by repeating the edge pixels and crops the prediction back, as Marigold's pipeline does
+# (ETH3D's 504 x 756 runs as 504 x 760); "round" resizes each side to the nearest multiple instead (504 x 752: the
+# long side is then not the protocol's; Sintel's native 436 x 1024 becomes 432 x 1024). [choice: protocol.md
+# gives the resolution, not how it meets the multiple]
+SizeFit = Literal["pad", "round"]
+SIZE_FITS: tuple[str, ...] = get_args(SizeFit)
+DEFAULT_SIZE_FIT: SizeFit = "pad"
+
+
+def check_size_fit(size_fit: str) -> None:
+    if size_fit not in SIZE_FITS:
+        raise ValueError(f"--size-fit must be one of {', '.join(SIZE_FITS)}, got {size_fit!r}")
+
+
+def processing_size(height: int, width: int, res: int, multiple: int,
+                    size_fit: str = DEFAULT_SIZE_FIT) -> tuple[int, int]:
+    """(h, w) an image is resized to: long side ``res`` (0 = native), aspect kept; ``size_fit`` "round": each side
+    rounded to a multiple of ``multiple``; "pad": as is (``prepare_batch`` pads it to the multiple)."""
+    if size_fit == "pad":
+        if res > 0:
+            long = max(height, width)
+            height, width = max(1, height * res // long), max(1, width * res // long)
+        return height, width
     if res > 0:
         scale = res / max(height, width)
         height, width = height * scale, width * scale
     return (max(multiple, int(round(height / multiple)) * multiple), max(multiple, int(round(width / multiple)) * multiple))
+
+
+def padded_size(size: tuple[int, int], multiple: int) -> tuple[int, int]:
+    """(h, w) rounded up to multiples of ``multiple``: the size the network runs at."""
+    return size[0] + -size[0] % multiple, size[1] + -size[1] % multiple
 
 
 def check_inference_settings(steps: Optional[int], batch_size: int, processing_res: Optional[int],
@@ -91,8 +119,9 @@ def check_device(device: str) -> None:
 
 
 def check_processing_size(method: str, contract, size: tuple[int, int], names: list[str]) -> None:
-    """Refuse a processing size (h, w) below the method's ``min_size``: its network would shrink the input below
-    one pixel and return a degenerate map (or, at batch 1, fail inside torch)."""
+    """Refuse a processing size (h, w) whose padded size is below the method's ``min_size``: its network would
+    shrink the input below one pixel and return a degenerate map (or, at batch 1, fail inside torch)."""
+    size = padded_size(size, contract.size_multiple)  # what the network runs at
     if min(size) < contract.min_size:
         shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
         raise ValueError(f"method {method} cannot process {shown} at {size[0]}x{size[1]}: its network needs at least "
@@ -100,15 +129,23 @@ def check_processing_size(method: str, contract, size: tuple[int, int], names: l
                          f"{contract.processing_res})")
 
 
-def prepare_batch(samples: list[Sample], size: tuple[int, int]) -> torch.Tensor:
-    """uint8 [H,W,3] images -> float32 [B,3,h,w] in [-1,1] at processing size (bilinear, antialias)."""
+def prepare_batch(samples: list[Sample], size: tuple[int, int], multiple: int = 1) -> torch.Tensor:
+    """uint8 [H,W,3] images -> float32 [B,3,h',w'] in [-1,1]: resized to ``size`` (h, w; bilinear, antialias),
+    then padded right and bottom to multiples of ``multiple`` by repeating the last row and column (h' >= h)."""
     out = []
     for s in samples:
         x = torch.from_numpy(s.rgb).permute(2, 0, 1)[None].float() / 127.5 - 1.0
         if x.shape[-2:] != size:
             x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
         out.append(x)
-    return torch.cat(out)
+    batch = torch.cat(out)
+    (h, w), (ph, pw) = size, padded_size(size, multiple)
+    return F.pad(batch, (0, pw - w, 0, ph - h), mode="replicate") if (ph, pw) != (h, w) else batch
+
+
+def predict_unpadded(method: Method, rgb: torch.Tensor, generators, size: tuple[int, int]) -> torch.Tensor:
+    """``method.predict`` on a batch from ``prepare_batch``; the prediction [B,C,h,w] cropped back to ``size``."""
+    return method.predict(rgb, generators)[..., : size[0], : size[1]]
 
 
 @dataclass
@@ -122,6 +159,7 @@ class Pair:
     missing: tuple[str, ...] = ()  # saved predictions without a file (allowed, recorded, not scored)
     noise: Optional[Condition] = None  # robustness: the input perturbation (harness.perturb); None = clean
     continue_on_error: bool = False  # a sample that fails becomes a failed row (harness.failures), not a stop
+    size_fit: str = DEFAULT_SIZE_FIT  # how the processing size meets the network's multiple (``SizeFit``)
 
     @property
     def alignment(self) -> str:
@@ -236,7 +274,7 @@ def predictions_for(pair: Pair, samples: list[Sample], seed: int,
     by_size: dict[tuple[int, int], list[Sample]] = {}
     contract = pair.method.contract
     for s in samples:
-        size = processing_size(*s.rgb.shape[:2], pair.processing_res, contract.size_multiple)
+        size = processing_size(*s.rgb.shape[:2], pair.processing_res, contract.size_multiple, pair.size_fit)
         by_size.setdefault(size, []).append(s)
     for size, group in by_size.items():
         if all(s.id in cached for s in group):
@@ -244,12 +282,12 @@ def predictions_for(pair: Pair, samples: list[Sample], seed: int,
         # a group with some cached members (a kill while its files were written) is predicted whole: on the CPU
         # a network's output depends on the batch it ran in, so a smaller batch would not give the same floats
         inputs = group if pair.noise is None else [pair.noise.apply_sample(s, seed) for s in group]
-        rgb = prepare_batch(inputs, size)
+        rgb = prepare_batch(inputs, size, contract.size_multiple)
         gens = [torch.Generator().manual_seed(sample_seed(seed, s.id)) for s in group]
         guard = out_of_memory_guard(pair.method.name, pair.method.options.device, len(group), size, pair.folder)
         check_processing_size(pair.method.name, contract, size, [s.id for s in group])
         with torch.inference_mode(), guard:
-            out = pair.method.predict(rgb, gens).float().cpu().numpy()  # [B,C,h,w]
+            out = predict_unpadded(pair.method, rgb, gens, size).float().cpu().numpy()  # [B,C,h,w]
         expected = 3 if contract.kind == "normals" else 1
         if out.ndim != 4 or out.shape[1] != expected:
             raise ValueError(f"method {pair.method.name} returned shape {out.shape}; expected [B,{expected},h,w]")

@@ -33,8 +33,8 @@ import pandas as pd
 import torch
 
 from harness import manifest as mf
-from harness.evaluate import (check_inference_settings, check_processing_size, prepare_batch, processing_size,
-                              resolved_processing_res, sample_seed)
+from harness.evaluate import (check_inference_settings, check_processing_size, predict_unpadded, prepare_batch,
+                              processing_size, resolved_processing_res, sample_seed)
 from harness.memory import out_of_memory_guard
 from harness.dataroots import build_with_root
 from harness.distributed import processes
@@ -111,12 +111,13 @@ def measure_cell(method, samples, size, cfg: LatencyConfig) -> tuple:
     first ``warmup`` of them, predicted once untimed before (so fewer samples than ``warmup`` batches warm up
     fewer: ``effective_run`` says how many)."""
     batches = [samples[i:i + cfg.batch_size] for i in range(0, len(samples), cfg.batch_size)]
-    inputs = [(prepare_batch(b, size).to(cfg.device), b) for b in batches]  # on the device before timing
+    multiple = method.contract.size_multiple  # padded to it as in a run (harness.evaluate.DEFAULT_SIZE_FIT)
+    inputs = [(prepare_batch(b, size, multiple).to(cfg.device), b) for b in batches]  # on the device before timing
 
     def predict(rgb, batch):
         gens = [torch.Generator().manual_seed(sample_seed(cfg.seed, s.id)) for s in batch]
         with torch.inference_mode(), out_of_memory_guard(method.name, cfg.device, len(batch), size):
-            return method.predict(rgb, gens).float().cpu().numpy()  # [B,C,h,w]
+            return predict_unpadded(method, rgb, gens, size).float().cpu().numpy()  # [B,C,h,w]
 
     for rgb, batch in inputs[:cfg.warmup]:
         predict(rgb, batch)

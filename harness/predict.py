@@ -27,8 +27,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from harness.evaluate import (check_inference_settings, check_processing_size, prepare_batch, processing_size,
-                              sample_seed)
+from harness.evaluate import (DEFAULT_SIZE_FIT, check_inference_settings, check_processing_size, check_size_fit,
+                              predict_unpadded, prepare_batch, processing_size, sample_seed)
 from harness.pictures import (DEPTH_COLORMAP, IMAGE_SUFFIXES, check_image, colorize, depth_to_uint16, normalise01,
                               normals_to_rgb8, read_rgb, write_png)
 from harness.registry import build_method, parse_method_spec
@@ -54,6 +54,7 @@ class PredictConfig:
     dtype: str = "float32"
     processing_res: Optional[int] = None  # None = the method's own (0 = the image's native size)
     colormap: str = DEPTH_COLORMAP
+    size_fit: str = DEFAULT_SIZE_FIT  # how the processing size meets the network's multiple (harness.evaluate)
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,7 @@ def check_config(cfg: PredictConfig) -> None:
     if cfg.task not in ("depth", "normals"):
         raise ValueError(f"unknown task {cfg.task!r}; expected depth or normals")
     check_inference_settings(cfg.steps, cfg.batch_size, cfg.processing_res, cfg.eta, cfg.device)
+    check_size_fit(cfg.size_fit)
 
 
 def collect_inputs(paths: list[str], output: Optional[Path] = None) -> tuple[list[InputImage], list[Path]]:
@@ -124,6 +126,7 @@ def claim_output(folder: Path, cfg: PredictConfig, resolved: Optional[dict] = No
     record = {**asdict(cfg), **({"resolved": resolved} if resolved is not None else {})}
     if path.is_file():
         previous = read_json_object(path, "choose another --output (the maps there cannot be matched to settings)")
+        previous.setdefault("size_fit", "round")  # written before the option: the maps were made so
         if "resolved" not in previous:
             record.pop("resolved", None)
         if previous != record:
@@ -163,13 +166,13 @@ def predict_batch(method, images: list[np.ndarray], names: list[str], cfg: Predi
     out: list[Optional[np.ndarray]] = [None] * len(images)
     by_size: dict[tuple[int, int], list[int]] = {}
     for i, rgb in enumerate(images):
-        by_size.setdefault(processing_size(*rgb.shape[:2], res, contract.size_multiple), []).append(i)
+        by_size.setdefault(processing_size(*rgb.shape[:2], res, contract.size_multiple, cfg.size_fit), []).append(i)
     for size, idx in by_size.items():
-        x = prepare_batch([SimpleNamespace(rgb=images[i]) for i in idx], size)  # [b,3,h,w] in [-1,1]
+        x = prepare_batch([SimpleNamespace(rgb=images[i]) for i in idx], size, contract.size_multiple)  # [b,3,h',w']
         gens = [torch.Generator().manual_seed(sample_seed(cfg.seed, names[i])) for i in idx]
         check_processing_size(method.name, contract, size, [names[i] for i in idx])
         with torch.inference_mode():
-            pred = method.predict(x, gens).float().cpu().numpy()  # [b,C,h,w]
+            pred = predict_unpadded(method, x, gens, size).float().cpu().numpy()  # [b,C,h,w]
         for i, p in zip(idx, pred):
             if not np.isfinite(p).all():
                 raise ValueError(f"method {method.name} predicted NaN or inf for {names[i]}")

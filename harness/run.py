@@ -12,8 +12,8 @@ import pandas as pd
 from harness import manifest as mf
 from harness.distributed import drop_failed_rows, drop_rows, gather, processes, read_rows, require_shared
 from harness.failures import is_failed, nan_stats
-from harness.evaluate import (Pair, SavedPredictionError, cached_prediction, check_inference_settings,
-                              check_saved_predictions, evaluate_pairs, resolved_processing_res)
+from harness.evaluate import (DEFAULT_SIZE_FIT, Pair, SavedPredictionError, cached_prediction, check_inference_settings,
+                              check_saved_predictions, check_size_fit, evaluate_pairs, resolved_processing_res)
 from harness.dataroots import build_with_root, resolve_roots
 from harness.registry import build_method, method_class, method_tasks, parse_method_spec
 from harness.runio import atomic_write_text, read_json_object
@@ -49,6 +49,16 @@ class RunConfig:
     retry_failed: bool = False  # a resumed run tries the samples recorded as failed again; not in the key
     checkpoint: Optional[str] = None  # trained checkpoint folder of the methods that load one (dpbridge_sd21, marigold)
     ensemble_size: int = 0  # samples averaged per image by stochastic methods (marigold, the trained ones); 0 = the method's
+    size_fit: str = DEFAULT_SIZE_FIT  # how the processing size meets a network's size multiple (harness.evaluate)
+
+
+# what a manifest written before an option existed ran with (not that option's default now)
+LEGACY_SETTINGS = {"size_fit": "round"}
+
+
+def recorded_config(config: dict) -> RunConfig:
+    """The RunConfig a manifest's ``config`` records; an option it predates takes the value it ran with."""
+    return RunConfig(**{**LEGACY_SETTINGS, **config})
 
 
 def key_settings(cfg: RunConfig) -> dict:
@@ -69,7 +79,7 @@ def config_key(cfg: RunConfig) -> str:
 def key_change(previous: dict, record: dict) -> str:
     """The keyed settings that differ between two manifests' configs ("key: old -> new"; "" when unreadable)."""
     try:
-        before, now = (json.loads(json.dumps(key_settings(RunConfig(**m["config"])))) for m in (previous, record))
+        before, now = (json.loads(json.dumps(key_settings(recorded_config(m["config"])))) for m in (previous, record))
     except (KeyError, TypeError):
         return ""
     return mf.settings_change(before, now)
@@ -118,7 +128,7 @@ def same_but_batch(previous: dict, record: dict) -> bool:
     by float rounding (on the CPU up to about 5e-4 of a map, 1e-6 relative in a metric); manifest.json lists the
     batch sizes used (batch_sizes_used)."""
     try:
-        a, b = (config_key(RunConfig(**{**m["config"], "batch_size": 1})) for m in (previous, record))
+        a, b = (config_key(recorded_config({**m["config"], "batch_size": 1})) for m in (previous, record))
     except (KeyError, TypeError):
         return False
     return a == b
@@ -264,6 +274,7 @@ def run(cfg: RunConfig, output: Optional[str] = None, progress: bool = True,
 def build_plan(cfg: RunConfig, folder: Path, roots=None) -> list:
     """[(dataset, [Pair per method serving its task])]; unknown names fail before any model is built."""
     check_inference_settings(cfg.steps, cfg.batch_size, cfg.processing_res, cfg.eta, cfg.device)
+    check_size_fit(cfg.size_fit)
     if cfg.count is not None and cfg.count < 1:
         raise ValueError(f"count must be >= 1 (leave --count out for every sample), got {cfg.count}")
     datasets = [build_dataset(n, cfg, roots) for n in cfg.datasets]
@@ -277,7 +288,7 @@ def build_plan(cfg: RunConfig, folder: Path, roots=None) -> list:
         specs = [parse_method_spec(n) for n in cfg.methods if ds.spec.task in method_tasks(n)]
         methods = [(s, build_method(s.text, ds.spec.task, options)) for s in specs]
         pairs = [Pair(m, ds, folder / f"{s.cell}__{ds.name}", processing_res(cfg, m, ds),
-                      continue_on_error=cfg.continue_on_error) for s, m in methods]
+                      continue_on_error=cfg.continue_on_error, size_fit=cfg.size_fit) for s, m in methods]
         plan.append((ds, pairs))
     if processes().is_main:
         for line in ignored_settings(cfg, plan):

@@ -64,7 +64,7 @@ def test_normals_png_is_the_canonical_encoding_of_the_npy(images, tmp_path):
     assert rgb[-1, :, 1].mean() > 200 and rgb[0, :, 2].mean() > 200
 
 
-def test_the_method_sees_its_processing_resolution_rounded_to_its_size_multiple(images, tmp_path, monkeypatch):
+def test_the_method_sees_its_processing_resolution_padded_to_its_size_multiple(images, tmp_path, monkeypatch):
     cls = method_class("ramp")
     seen = []
     original = cls.predict
@@ -72,7 +72,7 @@ def test_the_method_sees_its_processing_resolution_rounded_to_its_size_multiple(
                                                                               size_multiple=8)))
     monkeypatch.setattr(cls, "predict", lambda self, rgb, g: (seen.append(tuple(rgb.shape)), original(self, rgb, g))[1])
     predict(PredictConfig(method="ramp"), [str(images)], str(tmp_path / "out"), progress=False)
-    assert sorted(seen) == [(1, 3, 24, 32), (1, 3, 32, 16)]  # 37x53 -> 22.3x32 -> 24x32; 71x29 -> 32x13 -> 32x16
+    assert sorted(seen) == [(1, 3, 24, 32), (1, 3, 32, 16)]  # 37x53 -> 22x32 + pad; 71x29 -> 32x13 + pad
     assert np.load(tmp_path / "out" / "sub" / "b_depth.npy").shape == (71, 29)  # resized back
 
 

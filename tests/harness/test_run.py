@@ -1,4 +1,6 @@
 import json
+from types import SimpleNamespace
+
 
 import numpy as np
 import pandas as pd
@@ -151,9 +153,46 @@ def test_a_nan_prediction_names_the_method_and_sample(tmp_path, monkeypatch):
 
 
 def test_processing_size_keeps_aspect_and_rounds_to_the_multiple():
-    assert evaluate.processing_size(480, 640, 64, 16) == (48, 64)
-    assert evaluate.processing_size(64, 64, 0, 16) == (64, 64)
-    assert evaluate.processing_size(352, 1216, 768, 64) == (192, 768)
+    assert evaluate.processing_size(480, 640, 64, 16, "round") == (48, 64)
+    assert evaluate.processing_size(64, 64, 0, 16, "round") == (64, 64)
+    assert evaluate.processing_size(352, 1216, 768, 64, "round") == (192, 768)
+
+
+def test_processing_size_padded_is_the_protocol_s_size_and_the_pad_repeats_the_edges():
+    assert evaluate.processing_size(4032, 6048, 756, 8) == (504, 756)  # ETH3D, as Marigold: 504 x 760 padded
+    assert evaluate.padded_size((504, 756), 8) == (504, 760)
+    assert evaluate.processing_size(436, 1024, 0, 8) == (436, 1024)  # Sintel native, not 432
+    assert evaluate.processing_size(375, 500, 64, 8) == (48, 64)  # the short side floored (Marigold's resize)
+    rgb = np.random.default_rng(0).integers(0, 256, (3, 5, 3), dtype=np.uint8)
+    image = SimpleNamespace(rgb=rgb)
+    batch = evaluate.prepare_batch([image], (3, 5), 4)  # [1,3,4,8]: one row and three columns repeated
+    assert batch.shape == (1, 3, 4, 8) and torch.equal(batch[..., :3, :5], evaluate.prepare_batch([image], (3, 5)))
+    assert torch.equal(batch[..., 3, :], batch[..., 2, :])
+    assert torch.equal(batch[..., 5:], batch[..., 4:5].expand(-1, -1, -1, 3))
+
+
+def test_an_image_off_the_multiple_is_padded_by_default_and_round_is_recorded_and_kept_apart(tmp_path):
+    seen = []
+    base = dict(methods=("dpbridge_tiny",), datasets=("synthetic",), count=1, steps=1,
+                dataset_args={"synthetic": {"height": "62"}})  # 62 x 64: the tiny VAE's multiple is 4
+    cls = method_class("dpbridge_tiny")
+    original = cls.predict
+    try:
+        cls.predict = lambda self, rgb, g: (seen.append(tuple(rgb.shape[2:])), original(self, rgb, g))[1]
+        padded, _ = run(RunConfig(**base), str(tmp_path / "pad"), progress=False)
+        rounded, _ = run(RunConfig(**base, size_fit="round"), str(tmp_path / "round"), progress=False)
+    finally:
+        cls.predict = original
+    assert seen == [(64, 64), (64, 64)]  # 62 padded to 64; 62 rounded (half to even) to 64 and resized
+    pads, rounds = (np.load(next((f / "dpbridge_tiny__synthetic" / "pred").glob("*.npy"))) for f in (padded, rounded))
+    assert pads.shape == (1, 62, 64) and rounds.shape == (1, 64, 64)  # cached at processing size, padding cropped
+    assert json.loads((padded / "manifest.json").read_text())["config"]["size_fit"] == "pad"
+    manifest = json.loads((rounded / "manifest.json").read_text())
+    del manifest["config"]["size_fit"]  # as written before the option: those predictions were rounded
+    (rounded / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(FileExistsError, match="size_fit: 'round' -> 'pad'"):
+        run(RunConfig(**base), str(rounded), progress=False)
+    run(RunConfig(**base, size_fit="round"), str(rounded), progress=False)  # resumed as it was made
 
 
 def test_sample_seed_is_stable_and_distinct():
@@ -256,7 +295,7 @@ def test_the_protocol_s_native_sizes_are_processed_as_they_are_at_the_vae_s_mult
     assert tiny == 4  # the tiny VAE's downsampling; its UNet's two more are not required
     assert processing_size(480, 640, 0, 8) == (480, 640)  # NYUv2, ScanNet, DIODE (long side 640)
     assert processing_size(352, 1216, 0, 8) == (352, 1216)  # KITTI after the KB crop
-    assert processing_size(4032, 6048, 756, 8) == (504, 752)  # ETH3D: 756 rounds to 752 (Marigold pads to 760)
+    assert processing_size(4032, 6048, 756, 8, "round") == (504, 752)  # ETH3D rounded: 756 to 752
 
 
 @pytest.mark.parametrize("count", [0, -2])
