@@ -166,7 +166,10 @@ class LatentModel(torch.nn.Module):
         ensemble > 1: that many samples per image, drawn one after another from the image's generator, averaged
         as decoded images (depth: the normalised [-1, 1] map; normals: the vectors, renormalised by the caller)."""
         self.check_steps(steps)
-        x_T = self.encode(rgb)  # image latent, encoded once
+        # the image latent, encoded once, in float32 under autocast too: the sampler's state, noise and arithmetic
+        # stay float32 (x0_hat divides by b_t, 8e-4 at the first step, which magnifies a bf16 state's rounding
+        # about 1200x), only the networks run in the autocast dtype; a seed draws the same noise in every dtype
+        x_T = self.encode(rgb).float()
         members = self.member_latents(x_T, steps, eta, generators, ensemble)
         return sum(self.decode(m).float() for m in members) / ensemble  # summed in float32 under autocast
 

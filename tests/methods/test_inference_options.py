@@ -44,3 +44,17 @@ def test_the_dtype_option_runs_the_networks_under_autocast(dtype, autocast):
     if autocast is not None:
         assert {d for _, d in seen} == {autocast}
     assert out.dtype == torch.float32 and torch.isfinite(out).all()  # maps leave in float32 either way
+
+
+def test_under_autocast_only_the_networks_run_in_bf16_and_the_sampler_state_stays_float32(monkeypatch):
+    """x0_hat divides by b_t (8e-4 at the first step): a bf16 state's rounding would be magnified ~1200x."""
+    from methods.bridge import BridgeSchedule
+
+    seen = []
+    original = BridgeSchedule.sampler_step
+    monkeypatch.setattr(BridgeSchedule, "sampler_step", lambda self, x, xT, eps, *a, **k: (
+        seen.append((x.dtype, xT.dtype)), original(self, x, xT, eps, *a, **k))[1])
+    method = build_method("dpbridge_tiny", "depth", RunOptions(steps=2, eta=1.0, dtype="bfloat16"))
+    rgb = torch.rand(2, 3, 64, 64) * 2 - 1
+    method.predict(rgb, [torch.Generator().manual_seed(i) for i in (0, 1)])
+    assert seen == [(torch.float32, torch.float32)] * 2
