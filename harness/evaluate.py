@@ -55,7 +55,7 @@ def resolved_processing_res(override: Optional[int], dataset_res: Optional[int],
     return dataset_res if dataset_res is not None else method_res
 
 
-# How an image meets a network's size multiple (the VAE's 8, the tiny UNet's 16): "pad" resizes it to the
+# How an image meets a network's size multiple (the SD VAE's 8, the tiny one's 4): "pad" resizes it to the
 # processing resolution exactly (long side ``res``, the other side floored, as Marigold's resize_to_max_edge),
 # pads right and bottom by repeating the edge pixels and crops the prediction back, as Marigold's pipeline does
 # (ETH3D's 504 x 756 runs as 504 x 760); "round" resizes each side to the nearest multiple instead (504 x 752: the
