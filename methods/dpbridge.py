@@ -60,7 +60,9 @@ class DPBridgeConfig:
             ("lambda_ic", self.lambda_ic >= 0, ">= 0; image_consistency=off switches the term off"),
             ("default_steps", self.default_steps >= 1, ">= 1"),
             ("processing_res", self.processing_res >= 0, ">= 0"),
-            ("ic_subbatch", self.ic_subbatch >= 0, ">= 0, 0 = all")) if not ok]
+            ("ic_subbatch", self.ic_subbatch >= 0, ">= 0, 0 = all"),
+            # SNR'_t = SNR_t - SNR_T is the SNR of DAN-A's input; B and off feed inputs it does not describe
+            ("dan_timestep", self.dan_timestep == "t" or self.dan == "A", "t unless dan=A")) if not ok]
         if bad:
             raise ValueError(f"DPBridge settings out of range: {', '.join(bad)}")
         check_null_text_padding(self.null_text_padding)

@@ -114,9 +114,12 @@ def test_from_scratch_variant_has_the_same_shape_but_other_weights(tiny_backbone
 
 @pytest.mark.parametrize("settings, message", [({"top_t_fraction": 2.0}, "top_t_fraction=2.0"),
                                                ({"lambda_ic": -1.0}, "lambda_ic=-1.0"),
-                                               ({"default_steps": 0}, "default_steps=0")])
+                                               ({"default_steps": 0}, "default_steps=0"),
+                                               ({"dan": "B", "dan_timestep": "snr_matched"},
+                                                "dan_timestep=snr_matched .expected t unless dan=A")])
 def test_settings_out_of_range_are_refused(settings, message):
     from methods.dpbridge import DPBridgeConfig
 
     with pytest.raises(ValueError, match=f"out of range: {message}"):
         DPBridgeConfig(**settings)
+    assert DPBridgeConfig(dan="A", dan_timestep="snr_matched").dan_timestep == "snr_matched"
