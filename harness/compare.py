@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from harness.distributed import read_rows
+from harness.evaluate import SIZE_FIT_BEFORE_OPTION
 from harness.manifest import settings_change
 from harness.metrics import DEPTH_METRICS, METRIC_INFO, NORMAL_THRESHOLDS
 from harness.multiplicity import two_sided_p, with_holm
@@ -85,7 +86,7 @@ def cell_settings(manifest: dict, cell: str, dataset: str) -> dict:
             "weights_fingerprint": described.get("weights_fingerprint", "-"), "dtype": manifest.get("dtype"),
             "device": manifest.get("device", "-"), "processing_res": described.get("processing_res", "-"),
             "alignment": described.get("alignment", "-"),
-            "size_fit": manifest.get("config", {}).get("size_fit", "round"),  # a manifest without it ran "round"
+            "size_fit": manifest.get("config", {}).get("size_fit", SIZE_FIT_BEFORE_OPTION),
             "list_fingerprint": manifest["datasets"][dataset].get("list_fingerprint", "-"),
             "git_commit": manifest.get("git_commit", "-")}  # the code as the run folder was started
 

@@ -64,6 +64,7 @@ def resolved_processing_res(override: Optional[int], dataset_res: Optional[int],
 SizeFit = Literal["pad", "round"]
 SIZE_FITS: tuple[str, ...] = get_args(SizeFit)
 DEFAULT_SIZE_FIT: SizeFit = "pad"
+SIZE_FIT_BEFORE_OPTION: SizeFit = "round"  # what a run or predict folder written before the option ran with
 
 
 def check_size_fit(size_fit: str) -> None:

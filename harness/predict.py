@@ -27,8 +27,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from harness.evaluate import (DEFAULT_SIZE_FIT, check_inference_settings, check_processing_size, check_size_fit,
-                              predict_unpadded, prepare_batch, processing_size, sample_seed)
+from harness.evaluate import (DEFAULT_SIZE_FIT, SIZE_FIT_BEFORE_OPTION, check_inference_settings, check_processing_size,
+                              check_size_fit, predict_unpadded, prepare_batch, processing_size, sample_seed)
 from harness.pictures import (DEPTH_COLORMAP, IMAGE_SUFFIXES, check_image, colorize, depth_to_uint16, normalise01,
                               normals_to_rgb8, read_rgb, write_png)
 from harness.registry import build_method, parse_method_spec
@@ -126,7 +126,7 @@ def claim_output(folder: Path, cfg: PredictConfig, resolved: Optional[dict] = No
     record = {**asdict(cfg), **({"resolved": resolved} if resolved is not None else {})}
     if path.is_file():
         previous = read_json_object(path, "choose another --output (the maps there cannot be matched to settings)")
-        previous.setdefault("size_fit", "round")  # written before the option: the maps were made so
+        previous.setdefault("size_fit", SIZE_FIT_BEFORE_OPTION)  # written before the option: made so
         if "resolved" not in previous:
             record.pop("resolved", None)
         if previous != record:

@@ -12,8 +12,9 @@ import pandas as pd
 from harness import manifest as mf
 from harness.distributed import drop_failed_rows, drop_rows, gather, processes, read_rows, require_shared
 from harness.failures import is_failed, nan_stats
-from harness.evaluate import (DEFAULT_SIZE_FIT, Pair, SavedPredictionError, cached_prediction, check_inference_settings,
-                              check_saved_predictions, check_size_fit, evaluate_pairs, resolved_processing_res)
+from harness.evaluate import (DEFAULT_SIZE_FIT, SIZE_FIT_BEFORE_OPTION, Pair, SavedPredictionError, cached_prediction,
+                              check_inference_settings, check_saved_predictions, check_size_fit, evaluate_pairs,
+                              resolved_processing_res)
 from harness.dataroots import build_with_root, resolve_roots
 from harness.registry import build_method, method_class, method_tasks, parse_method_spec
 from harness.runio import atomic_write_text, read_json_object
@@ -53,7 +54,7 @@ class RunConfig:
 
 
 # what a manifest written before an option existed ran with (not that option's default now)
-LEGACY_SETTINGS = {"size_fit": "round"}
+LEGACY_SETTINGS = {"size_fit": SIZE_FIT_BEFORE_OPTION}
 
 
 def recorded_config(config: dict) -> RunConfig:

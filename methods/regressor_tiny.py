@@ -64,7 +64,7 @@ class RegressorTiny(TrainedMethod):
 
     def use_steps(self, steps: int) -> None:
         """One network call whatever ``steps`` asks for: recorded as steps 1, so a run with --steps 50 does not
-        label the regression with 50 steps it never took (the run says so: harness.run.note_ignored_settings)."""
+        label the regression with 50 steps it never took (the run says so: harness.run.ignored_settings)."""
         self.model.check_steps(steps)
         self.steps = 1
 

@@ -116,6 +116,17 @@ def test_a_damaged_settings_file_is_named(images, tmp_path):
         predict(PredictConfig(method="ramp"), [str(images)], str(out), progress=False)
 
 
+def test_a_folder_written_before_size_fit_continues_only_as_it_was_made(images, tmp_path):
+    out = tmp_path / "out"
+    predict(PredictConfig(method="ramp", size_fit="round"), [str(images)], str(out), progress=False)
+    settings = json.loads((out / "predict.json").read_text())
+    del settings["size_fit"]  # as written before the option
+    (out / "predict.json").write_text(json.dumps(settings))
+    with pytest.raises(FileExistsError, match=r"other settings \(size_fit\)"):
+        predict(PredictConfig(method="ramp"), [str(images)], str(out), progress=False)
+    assert predict(PredictConfig(method="ramp", size_fit="round"), [str(images)], str(out), progress=False)["written"] == []
+
+
 def test_an_image_cut_short_by_a_kill_is_written_again(images, tmp_path):
     out = tmp_path / "out"
     first = predict(PredictConfig(method="ramp"), [str(images)], str(out), progress=False)
