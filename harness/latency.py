@@ -33,8 +33,8 @@ import pandas as pd
 import torch
 
 from harness import manifest as mf
-from harness.evaluate import (check_inference_settings, check_processing_size, predict_unpadded, prepare_batch,
-                              processing_size, resolved_processing_res, sample_seed)
+from harness.evaluate import (DEFAULT_SIZE_FIT, check_inference_settings, check_processing_size, predict_unpadded,
+                              prepare_batch, processing_size, resolved_processing_res, sample_seed)
 from harness.memory import out_of_memory_guard
 from harness.dataroots import build_with_root
 from harness.distributed import processes
@@ -389,6 +389,7 @@ def write_outputs(folder: Path, cfg: LatencyConfig, table: pd.DataFrame, commit:
               "cells_git_commits": sorted({str(c) for c in table["git_commit"].dropna()}),
               "checkpoints": sorted({f"{r.method}: {r.checkpoint} ({r.weights_fingerprint})"
                                      for r in table.dropna(subset=["checkpoint"]).itertuples()}),
+              "size_fit": DEFAULT_SIZE_FIT,  # how each cell's processing size met the network's multiple
               "torch_threads": threads, "measured_by": "process 0 of "
               f"{processes().world_size} (a launched study is timed by one process; the others do nothing)",
               "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "unset"),

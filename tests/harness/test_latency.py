@@ -23,6 +23,7 @@ def test_latency_study_writes_table_plot_and_settings(tmp_path):
     assert pd.read_csv(folder / "latency.csv").shape[0] == 2
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["dtype"] == "float32" and manifest["batch_size"] == 2 and manifest["device"] == "cpu"
+    assert manifest["size_fit"] == "pad"
     assert "batch size 2" in (folder / "latency.md").read_text()
     fit = manifest["step_cost_fit"][0]  # two step counts: the line passes through both medians
     one, two = table["latency_median_ms"]
