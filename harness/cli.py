@@ -51,18 +51,22 @@ def size_fit_option(args) -> dict:
     return {} if args.size_fit is None else {"size_fit": args.size_fit}
 
 
+def run_options(args, names: tuple[str, ...]) -> dict:
+    """The RunConfig fields `run` and `robustness` share (harness.cli_parser.add_run_options and the rest)."""
+    return dict(steps=args.steps, eta=args.eta, seed=args.seed, batch_size=args.batch_size, device=args.device,
+                dtype=args.dtype, processing_res=args.processing_res, **inference_options(args),
+                **size_fit_option(args), continue_on_error=args.continue_on_error, retry_failed=args.retry_failed,
+                dataset_args=_dataset_settings(names, args.dataset_set), checkpoint=args.checkpoint,
+                ensemble_size=args.ensemble)
+
+
 def cmd_run(args) -> int:
     from harness.dataroots import resolve_data
     from harness.run import DEFAULT_DATASETS, DEFAULT_METHODS, RunConfig, run
 
     names, roots = resolve_data(_given(args.datasets, _dataset_names, DEFAULT_DATASETS), args)
-    cfg = RunConfig(methods=_given(args.methods, _csv, DEFAULT_METHODS), datasets=names,
-                    steps=args.steps, eta=args.eta, seed=args.seed, batch_size=args.batch_size, device=args.device,
-                    dtype=args.dtype, count=args.count, allow_missing=args.allow_missing,
-                    processing_res=args.processing_res, **inference_options(args), **size_fit_option(args),
-                    continue_on_error=args.continue_on_error, retry_failed=args.retry_failed,
-                    dataset_args=_dataset_settings(names, args.dataset_set),
-                    checkpoint=args.checkpoint, ensemble_size=args.ensemble)
+    cfg = RunConfig(methods=_given(args.methods, _csv, DEFAULT_METHODS), datasets=names, count=args.count,
+                    allow_missing=args.allow_missing, **run_options(args, names))
     folder, summary = run(cfg, args.output, progress=not args.quiet, roots=roots)
     if summary is None:  # launched on several processes: the first one prints
         return 0
@@ -125,10 +129,8 @@ def cmd_robustness(args) -> int:
 
     conds = conditions(_csv(args.noise), _levels(args.levels))  # bad names or levels fail before any work
     names, roots = resolve_data(_given(args.datasets, _dataset_names, DEFAULT_DATASETS), args)
-    cfg = RunConfig(methods=_given(args.methods, _csv, DEFAULT_METHODS), datasets=names,
-                    steps=args.steps, eta=args.eta, seed=args.seed, batch_size=args.batch_size, device=args.device,
-                    dtype=args.dtype, count=args.count, processing_res=args.processing_res,
-                    **inference_options(args), **size_fit_option(args))
+    cfg = RunConfig(methods=_given(args.methods, _csv, DEFAULT_METHODS), datasets=names, count=args.count,
+                    **run_options(args, names))
     folder, summary, _ = robustness(cfg, conds, args.output, progress=not args.quiet, roots=roots)
     if summary is None:  # launched on several processes: the first one prints
         return 0

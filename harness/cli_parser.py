@@ -33,6 +33,31 @@ def add_size_fit_option(p) -> None:
                    "prediction) or round (each side to the nearest multiple; ETH3D's 504x756 runs as 504x752)")
 
 
+def add_run_options(p) -> None:
+    """The options `run` and `robustness` share (both evaluate a RunConfig; a study reuses a run's clean cells
+    only when these agree)."""
+    from harness.dataroots import add_data_options
+
+    p.add_argument("--checkpoint", metavar="DIR", help="weights for the one method of the run that loads weights "
+                   "(dpbridge_sd15/sd21, dpbridge_tiny, ...: a folder from `train`; marigold: a Marigold folder; "
+                   "train_mean: its .safetensors); a run naming several such methods is refused")
+    p.add_argument("--ensemble", type=int, default=0, metavar="N",
+                   help="samples averaged per image by the stochastic methods (DPBridge, I2SB, BBDM, Marigold; "
+                        "the mean of the decoded maps for the ones trained here); 0 = the method's default (one)")
+    p.add_argument("--continue-on-error", action="store_true",
+                   help="a sample whose GT cannot be decoded, whose valid mask is empty or whose prediction is NaN/inf "
+                   "becomes a failed row with its reason (counted in summary.csv n_failed) instead of stopping")
+    p.add_argument("--retry-failed", action="store_true",
+                   help="resuming a run: try the samples recorded as failed again (e.g. after fixing their files)")
+    p.add_argument("--dataset-set", action="append", metavar="KEY=VALUE",
+                   help="dataset setting: for folder:DIR one overriding its spec.json, e.g. max_depth=10 (see "
+                   "README, folder); for the tiny world its split, seed, height or width, e.g. split=val")
+    add_data_options(p)
+    add_device_options(p)
+    add_inference_options(p)
+    add_processing_res_option(p)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from harness.dataroots import add_data_options
 
@@ -49,28 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--batch-size", type=int, default=8)
     r.add_argument("--count", type=int, help="only the first N samples of each dataset")
-    r.add_argument("--checkpoint", metavar="DIR", help="weights for the one method of the run that loads weights "
-                   "(dpbridge_sd15/sd21, dpbridge_tiny, ...: a folder from `train`; marigold: a Marigold folder; "
-                   "train_mean: its .safetensors); a run naming several such methods is refused")
-    r.add_argument("--ensemble", type=int, default=0, metavar="N",
-                   help="samples averaged per image by the stochastic methods (DPBridge, I2SB, BBDM, Marigold; "
-                        "the mean of the decoded maps for the ones trained here); 0 = the method's default (one)")
     r.add_argument("--allow-missing", action="store_true",
                    help="saved predictions: score the samples that have a file and report how many were missing")
-    r.add_argument("--continue-on-error", action="store_true",
-                   help="a sample whose GT cannot be decoded, whose valid mask is empty or whose prediction is NaN/inf "
-                   "becomes a failed row with its reason (counted in summary.csv n_failed) instead of stopping")
-    r.add_argument("--retry-failed", action="store_true",
-                   help="resuming a run: try the samples recorded as failed again (e.g. after fixing their files)")
-    r.add_argument("--dataset-set", action="append", metavar="KEY=VALUE",
-                   help="dataset setting: for folder:DIR one overriding its spec.json, e.g. max_depth=10 (see "
-                   "README, folder); for the tiny world its split, seed, height or width, e.g. split=val")
     r.add_argument("--output", help="run folder (default: results/runs/run-<settings hash>)")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
-    add_data_options(r)
-    add_device_options(r)
-    add_inference_options(r)
-    add_processing_res_option(r)
+    add_run_options(r)
 
     rb = sub.add_parser("robustness", help="Table 4: methods under input noise beside their clean scores")
     rb.add_argument("--noise", default="all", help="noise names (comma-separated) or all; see `ls perturbations`")
@@ -84,10 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     rb.add_argument("--output", help="run folder (default: the `run` folder of the same settings, so clean "
                     "predictions are shared)")
     rb.add_argument("--quiet", action="store_true")
-    add_data_options(rb)
-    add_device_options(rb)
-    add_inference_options(rb)
-    add_processing_res_option(rb)
+    add_run_options(rb)
 
     la = sub.add_parser("latency", help="latency, memory and quality against sampling steps (Figure 5)")
     la.add_argument("--methods", default="dpbridge_tiny", help="methods with sampling steps, comma-separated")

@@ -83,6 +83,23 @@ def test_the_inference_options_reach_the_config_of_each_command(monkeypatch, com
     assert (chosen.dtype, chosen.channels_last, chosen.compile, chosen.bmm_attention) == ("bfloat16", True, True, True)
 
 
+@pytest.mark.parametrize("command, function, result", [("run", "run", (None, None)),
+                                                      ("robustness", "robustness", (None, None, None))])
+def test_run_and_robustness_take_the_same_run_options(monkeypatch, command, function, result, tmp_path):
+    """A robustness study reuses a run's clean cells only when their settings agree: it must be able to say them."""
+    import importlib
+
+    configs = []
+    monkeypatch.setattr(importlib.import_module(f"harness.{command}"), function,
+                        lambda cfg, *a, **k: (configs.append(cfg), result)[1])
+    assert main([command, "--methods", "dpbridge_tiny", "--datasets", "synthetic", "--checkpoint", str(tmp_path),
+                 "--ensemble", "3", "--dataset-set", "split=val", "--continue-on-error", "--retry-failed",
+                 "--size-fit", "round", "--processing-res", "32"]) == 0
+    cfg, = configs
+    assert (cfg.checkpoint, cfg.ensemble_size, cfg.dataset_args) == (str(tmp_path), 3, {"synthetic": {"split": "val"}})
+    assert (cfg.continue_on_error, cfg.retry_failed, cfg.size_fit, cfg.processing_res) == (True, True, "round", 32)
+
+
 def test_ctrl_c_says_what_was_kept_instead_of_a_traceback(monkeypatch, capsys):
     import harness.cli as cli
 
