@@ -302,14 +302,14 @@ def ignored_settings(cfg: RunConfig, plan) -> list[str]:
     recorded steps), the datasets with fewer samples than --count (all of them are evaluated)."""
     lines = []
     if cfg.steps is not None:
-        fixed = {f"{p.method.name} ({p.method.describe().get('steps', 0)})" for _, pairs in plan for p in pairs
-                 if p.method.describe().get("steps", 0) != cfg.steps}
+        taken = {(p.method.name, p.method.describe().get("steps", 0)) for _, pairs in plan for p in pairs}
+        fixed = sorted(f"{name} ({steps})" for name, steps in taken if steps != cfg.steps)
         if fixed:
-            lines.append(f"--steps {cfg.steps} does not apply to {', '.join(sorted(fixed))}: each runs the fixed "
+            lines.append(f"--steps {cfg.steps} does not apply to {', '.join(fixed)}: each runs the fixed "
                          f"number of steps in brackets, and its results record that number")
-    for ds, _ in plan:
-        if cfg.count is not None and len(ds.ids()) < cfg.count:
-            lines.append(f"--count {cfg.count}: {ds.name} has {len(ds.ids())} samples; all of them are evaluated")
+    for ds, n in ((ds, len(ds.ids())) for ds, _ in plan):
+        if cfg.count is not None and n < cfg.count:
+            lines.append(f"--count {cfg.count}: {ds.name} has {n} samples; all of them are evaluated")
     return lines
 
 
