@@ -236,7 +236,8 @@ def ablate(cfg: AblateConfig, output: Optional[str] = None, train_missing: bool 
 
 
 ROW_SETTINGS = ("dataset", "group", "steps", "metric", "value", "ci_low", "ci_high", "n_samples", "n_failed", "seed",
-                "eta", "dtype", "device", "processing_res", "ensemble_size", "alignment", "list_fingerprint")
+                "eta", "dtype", "device", "processing_res", "size_fit", "ensemble_size", "alignment",
+                "list_fingerprint")
 
 
 def recorded_commit(run_folder: Path) -> str:

@@ -74,7 +74,7 @@ def budget_caveats(found: pd.DataFrame, iterations: dict) -> list[str]:
     return notes
 
 
-SAME_ON_BOTH_SIDES = ("seed", "eta", "steps", "dtype", "device", "processing_res", "list_fingerprint")
+SAME_ON_BOTH_SIDES = ("seed", "eta", "steps", "dtype", "device", "processing_res", "size_fit", "list_fingerprint")
 
 
 def claims(folder: Path, steps: tuple[int, ...], evaluated: Optional[set] = None) -> tuple[pd.DataFrame, list[str]]:

@@ -298,15 +298,16 @@ def cmd_compare(args) -> int:
 
     if args.output:
         _check_new_output(args.output, args.overwrite)
-    from harness.compare import RESULT_COLUMNS, settings_lines
+    from harness.compare import MIN_PAIRED, RESULT_COLUMNS, settings_lines
 
     table = compare(args.run_a, args.run_b, args.method_a, args.method_b)
     print(tabulate(table[list(RESULT_COLUMNS)], headers="keys", tablefmt="github", showindex=False, floatfmt=".4g"))
     print("\n".join(settings_lines(table)))
     for why in table.attrs.get("skipped", []):
         print(f"not compared: {why}", file=sys.stderr)
-    if (table["n_samples"] < 2).any():
-        print("fewer than 2 shared samples on some dataset: no interval there (NaN), nothing distinguishable",
+    if (table["n_samples"] < MIN_PAIRED).any():
+        print(f"fewer than {MIN_PAIRED} shared samples on some dataset or group: no interval there (NaN), nothing "
+              f"distinguishable (the bootstrap interval is too narrow on so few images: harness/compare.py)",
               file=sys.stderr)
     if args.output:
         from harness.runio import atomic_write_text

@@ -24,14 +24,13 @@ from harness.manifest import settings_change
 from harness.metrics import DEPTH_METRICS, METRIC_INFO, NORMAL_THRESHOLDS
 from harness.multiplicity import two_sided_p, with_holm
 from harness.runio import read_json_object
-from harness.summary import BOOTSTRAP_DRAWS, BOOTSTRAP_SEED, groups_of
+from harness.summary import BOOTSTRAP_DRAWS, BOOTSTRAP_SEED, MIN_PAIRED, groups_of
 
 RUN_FOLDER_FIX = "the run cannot be read; run its command again with a new --output"
 
 # Pooled normal metrics as (numerator column, denominator column, scale, then): then(scale * ratio of per-image sums)
 POOLED_RATIOS = {"mean": ("sum_err", "n_valid", 1.0, None), "rmse": ("sum_sq_err", "n_valid", 1.0, np.sqrt),
                  **{k: (f"below_{k}", "n_valid", 100.0, None) for k in NORMAL_THRESHOLDS}}
-MIN_PAIRED = 2  # fewer shared samples: no bootstrap interval
 
 
 # dataset entries of a manifest that may differ between two runs of the same images: how many were taken (the
@@ -168,7 +167,7 @@ def compare(run_a: Path, run_b: Path, method_a: Optional[str] = None, method_b: 
                  for k, v in {"run": str(f.parent), **cell_settings(m, f.name, ds)}.items()}
         a = pd.DataFrame([r for r in read_rows(fa) if not r.get("failed")]).set_index("id")
         b = pd.DataFrame([r for r in read_rows(fb) if not r.get("failed")]).set_index("id")
-        common = a.index.intersection(b.index)
+        common = a.index.intersection(b.index).sort_values()  # the resampling does not follow the rows' write order
         if len(common) < len(a) or len(common) < len(b):
             raise ValueError(f"{ds}: the runs scored different samples ({len(a)} vs {len(b)}, {len(common)} shared); "
                              f"paired comparison needs the same sample list")

@@ -7,8 +7,9 @@ family stays under ALPHA, whatever the dependence between the tests (lines of on
 
 The p-value comes from the same paired bootstrap as the interval, through its standard error (the normal
 approximation: z = difference / bootstrap standard error). The percentile interval itself cannot give the small
-p-values a correction needs: with 2000 draws it cannot tell 1e-4 from 1e-3. The two agree except at the margin,
-where an interval just excluding zero may come with p slightly above 0.05, or the reverse.
+p-values a correction needs: with 2000 draws it cannot tell 1e-4 from 1e-3. The two can disagree, at the margin
+or, with skewed per-image differences, by more; so a line is distinguishable after Holm only where its own
+interval excludes zero as well: the correction can only remove lines, never add one.
 """
 from __future__ import annotations
 
@@ -48,6 +49,10 @@ def holm(p_values) -> np.ndarray:
 
 def with_holm(table: pd.DataFrame) -> pd.DataFrame:
     """``table`` with ``p_holm`` (its ``p_value`` column adjusted over all of its rows, one family) and
-    ``distinguishable_holm`` (p_holm < ALPHA; False where there is no p-value)."""
+    ``distinguishable_holm`` (p_holm < ALPHA and, where the table has the column, ``distinguishable``, its own
+    interval excluding zero; False where there is no p-value)."""
     adjusted = holm(table["p_value"].to_numpy(float)) if len(table) else np.array([])
-    return table.assign(p_holm=adjusted, distinguishable_holm=np.nan_to_num(adjusted, nan=1.0) < ALPHA)
+    passes = np.nan_to_num(adjusted, nan=1.0) < ALPHA
+    if "distinguishable" in table:
+        passes &= table["distinguishable"].to_numpy(bool)
+    return table.assign(p_holm=adjusted, distinguishable_holm=passes)

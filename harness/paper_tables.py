@@ -100,8 +100,8 @@ def measured_settings(n: int, measured: pd.DataFrame) -> list[str]:
     lines = []
     for entry, cell in df.groupby(keys, sort=False):
         first = cell.iloc[0]
-        settings = ", ".join(f"{c} {first[c]}" for c in ("seed", "eta", "dtype", "checkpoint", "processing_res")
-                             if c in cell.columns)
+        settings = ", ".join(f"{c} {first[c]}" for c in ("seed", "eta", "dtype", "checkpoint", "processing_res",
+                                                          "size_fit") if c in cell.columns)
         counts = ", ".join(f"{d} n={int(k)}" for d, k in cell.groupby("dataset")["n_samples"].first().items()) \
             if "n_samples" in cell.columns else ""
         lines.append(f"{' / '.join(str(x) for x in entry)}: " + "; ".join(x for x in (settings, counts) if x))

@@ -177,7 +177,7 @@ def table4(summary: pd.DataFrame, conditions: list[Condition]) -> pd.DataFrame:
     return pd.DataFrame(records)
 
 
-SHARED_SETTINGS = ("seed", "eta", "ensemble_size", "dtype", "device")
+SHARED_SETTINGS = ("seed", "eta", "ensemble_size", "dtype", "device", "size_fit")
 PER_DATASET_SETTINGS = {"checkpoint": "checkpoints", "processing_res": "processing_res", "alignment": "alignment",
                         "aggregation": "aggregation", "list_fingerprint": "list_fingerprint"}  # summary -> table column
 

@@ -18,7 +18,7 @@ from harness.evaluate import (DEFAULT_SIZE_FIT, SIZE_FIT_BEFORE_OPTION, Pair, Sa
 from harness.dataroots import build_with_root, resolve_roots
 from harness.registry import build_method, method_class, method_tasks, parse_method_spec
 from harness.runio import atomic_write_text, read_json_object
-from harness.summary import groups_of, summarize_depth, summarize_normals
+from harness.summary import groups_of, interval_settings, summarize_depth, summarize_normals
 from harness.tables import markdown_tables
 from methods.base import RunOptions
 
@@ -357,7 +357,7 @@ def manifest_record(cfg: RunConfig, plan, commit: Optional[str] = None) -> dict:
     return {
         "config": asdict(cfg), "config_key": config_key(cfg), "git_commit": commit or mf.git_commit(),
         "packages": mf.package_versions(), "device": cfg.device, "device_name": mf.device_description(cfg.device),
-        "dtype": cfg.dtype, "seed": cfg.seed, "world_size": processes().world_size,
+        "dtype": cfg.dtype, "seed": cfg.seed, "world_size": processes().world_size, "intervals": interval_settings(),
         "datasets": {ds.name: {"list_fingerprint": mf.list_fingerprint(ds.ids()), **ds.describe(),
                                "protocol": asdict(ds.spec)} for ds, _ in plan},
         "methods": {p.folder.name: {**p.method.describe(), "alignment": p.alignment,
@@ -395,7 +395,7 @@ def summarize_run(cfg: RunConfig, plan) -> pd.DataFrame:
                     "seed": cfg.seed, "eta": info.get("eta", 0.0), "ensemble_size": info.get("ensemble_size", 1),
                     "checkpoint": info.get("checkpoint", "-"),
                     "alignment": pair.alignment, "dtype": cfg.dtype, "device": cfg.device,
-                    "processing_res": pair.processing_res, "list_fingerprint": fingerprint}
+                    "processing_res": pair.processing_res, "size_fit": cfg.size_fit, "list_fingerprint": fingerprint}
             for group, idx in groups_of(rows).items():
                 sub = [rows[i] for i in idx]
                 aggregation = aggregation_of(ds.spec)

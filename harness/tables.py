@@ -50,16 +50,17 @@ def markdown_tables(summary: pd.DataFrame) -> str:
             lines.append(f"| {label} | {dataset} | {group} | {cell['n_samples'].iloc[0]} |{gone} {steps or '-'} | "
                          + " | ".join(values.get(m, "-") for m in metrics) + " |")
         align = ", ".join(sorted(set(df["alignment"])))
-        parts.append(f"**{task}** (aggregation: {aggregation}; alignment: {align}; ± = half-width of the bootstrap "
-                     f"95% interval over images)\n\n" + "\n".join(lines) + list_note(df) + settings_note(df))
+        parts.append(f"**{task}** (aggregation: {aggregation}; alignment: {align}; ± = half-width of the percentile "
+                     f"bootstrap 95% interval over images)\n\n" + "\n".join(lines) + list_note(df) + settings_note(df))
     return "\n\n".join(parts) + "\n"
 
 
 def settings_note(df: pd.DataFrame) -> str:
     """Lines naming the settings behind a table's numbers (every row of summary.csv has them): those its rows
-    share, then each method's checkpoint and processing resolution."""
-    shared = [f"{col} {', '.join(sorted({_setting(v) for v in df[col]}))}" for col in ("seed", "eta", "dtype", "device")
-              if col in df]
+    share (size_fit: how the processing size met the network's multiple), then each method's checkpoint and
+    processing resolution."""
+    shared = [f"{col} {', '.join(sorted({_setting(v) for v in df[col]}))}"
+              for col in ("seed", "eta", "dtype", "device", "size_fit") if col in df]
     methods = []
     cols = [c for c in ("method", "variant", "checkpoint", "processing_res") if c in df]
     for r in df[cols].drop_duplicates().to_dict("records"):

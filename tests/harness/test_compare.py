@@ -3,7 +3,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness.compare import compare, paired_difference
+from harness.compare import MIN_PAIRED, compare, paired_difference
 from harness.run import RunConfig, run
 from harness.runio import read_jsonl
 
@@ -38,25 +38,25 @@ def test_pooled_normals_difference_uses_ratios_of_sums():
 
 
 def test_compare_two_methods_of_one_run(tmp_path):
-    cfg = RunConfig(methods=("constant", "ramp"), datasets=("synthetic",), count=8)
+    cfg = RunConfig(methods=("constant", "ramp"), datasets=("synthetic",), count=2 * MIN_PAIRED)
     folder, _ = run(cfg, str(tmp_path / "r"), progress=False)
     table = compare(folder, folder, "constant", "ramp")
     row = table[table.group == "all"].set_index("metric").loc["abs_rel"]
-    assert row["n_samples"] == 8 and row["method_a"] == "constant" and row["method_b"] == "ramp"
+    assert row["n_samples"] == 2 * MIN_PAIRED and row["method_a"] == "constant" and row["method_b"] == "ramp"
     # each sample group (the summary's indoor / outdoor) is compared on its own samples, as Table 3's columns
     cells = {c: {r["id"]: r for r in read_jsonl(folder / f"{c}__synthetic" / "rows.jsonl")}
              for c in ("constant", "ramp")}
     by_group = table[table.metric == "abs_rel"].set_index("group")
     assert set(by_group.index) == {"all", "indoor", "outdoor"}
-    assert by_group.loc["indoor", "n_samples"] + by_group.loc["outdoor", "n_samples"] == 8
+    assert by_group.loc["indoor", "n_samples"] + by_group.loc["outdoor", "n_samples"] == 2 * MIN_PAIRED
     for group in ("indoor", "outdoor"):
         ids = [i for i, r in cells["ramp"].items() if r["group"] == group]
         diff = np.mean([cells["ramp"][i]["abs_rel"] - cells["constant"][i]["abs_rel"] for i in ids])
         assert by_group.loc[group, "b_minus_a"] == pytest.approx(diff)
-    # Holm over every row of the comparison: never below the row's own p, and it decides distinguishable_holm
+    # Holm over every row of the comparison: never below the row's own p; it can only take lines away
     tested = table.dropna(subset=["p_value"])
-    assert len(tested) == len(table) and (tested.p_holm >= tested.p_value).all()
-    assert (table.distinguishable_holm == (table.p_holm < 0.05)).all()
+    assert len(tested) == len(table[table.n_samples >= MIN_PAIRED]) > 0 and (tested.p_holm >= tested.p_value).all()
+    assert (table.distinguishable_holm == ((table.p_holm < 0.05) & table.distinguishable)).all()
     with pytest.raises(ValueError, match="name one with --method-a"):
         compare(folder, folder)
 
@@ -109,6 +109,27 @@ def test_the_cli_does_not_replace_an_existing_csv(tmp_path, capsys):
     assert main(args[:-1] + [str(tmp_path), "--overwrite"]) == 2  # a folder: refused, nothing left behind
     assert "is a folder; name the file to write" in capsys.readouterr().err
     assert not list(tmp_path.glob(".*tmp*"))
+
+
+def test_fewer_than_min_paired_samples_give_no_interval_even_for_a_consistent_shift():
+    cols = ["abs_rel", "sq_rel", "rmse", "rmse_log", "log10", "delta1", "delta2", "delta3", "i_rmse", "silog"]
+    base = np.random.default_rng(2).random(MIN_PAIRED) + 0.5
+    a = pd.DataFrame({m: base for m in cols})
+    b = a - 0.01  # every image better: a percentile interval of 2-19 images would exclude zero
+    few = pd.DataFrame(paired_difference(a.iloc[:-1], b.iloc[:-1], "depth"))
+    assert few[["ci_low", "ci_high", "p_value"]].isna().all().all() and not few.distinguishable.any()
+    enough = pd.DataFrame(paired_difference(a, b, "depth"))
+    assert enough.distinguishable.all()
+
+
+def test_the_interval_does_not_depend_on_the_order_rows_were_written(tmp_path):
+    folder, _ = run(RunConfig(methods=("constant", "ramp"), datasets=("synthetic",), count=MIN_PAIRED),
+                    str(tmp_path / "r"), progress=False)
+    before = compare(folder, folder, "constant", "ramp")
+    rows = folder / "ramp__synthetic" / "rows.jsonl"
+    rows.write_text("".join(reversed(rows.read_text().splitlines(keepends=True))))  # as a resumed run may write
+    after = compare(folder, folder, "constant", "ramp")
+    pd.testing.assert_frame_equal(before[["ci_low", "ci_high", "p_value"]], after[["ci_low", "ci_high", "p_value"]])
 
 
 def test_one_shared_sample_gives_no_interval_and_nothing_distinguishable(tmp_path):

@@ -45,3 +45,9 @@ def test_with_holm_adds_the_adjusted_columns_over_the_whole_table():
     np.testing.assert_allclose(out.p_holm[:2], [0.002, 0.02])
     assert out.distinguishable_holm.tolist() == [True, True, False]  # no p-value: not distinguishable
     assert with_holm(table.iloc[:0]).columns.tolist() == ["metric", "p_value", "p_holm", "distinguishable_holm"]
+
+
+def test_holm_never_passes_a_line_whose_own_interval_includes_zero():
+    # skewed differences: the interval can include zero while the normal-approximation p is below 0.05
+    table = pd.DataFrame({"p_value": [0.001, 0.001], "distinguishable": [True, False]})
+    assert with_holm(table).distinguishable_holm.tolist() == [True, False]

@@ -63,8 +63,19 @@ def test_robustness_rows_table_and_plot_reuse_clean_predictions(tmp_path, monkey
     expected = np.mean([r["abs_rel"] - by_id[r["id"]] for r in noisy_rows])
     first = paired.iloc[0]
     assert first.b_minus_a == pytest.approx(expected) and first.n_samples == 2
-    assert first.ci_low <= first.b_minus_a <= first.ci_high
-    assert (paired.p_holm >= paired.p_value).all() and paired.distinguishable_holm.dtype == bool
+    assert np.isnan(first.ci_low) and not paired.distinguishable.any()  # 2 images: too few for an interval
+    assert paired.distinguishable_holm.dtype == bool
+
+
+def test_robustness_pairs_each_noisy_cell_with_the_clean_one_on_enough_images(tmp_path):
+    from harness.compare import MIN_PAIRED
+
+    cfg = RunConfig(methods=("dpbridge_tiny",), datasets=("synthetic",), steps=1, count=MIN_PAIRED, batch_size=10)
+    robustness(cfg, conditions(["gaussian"], {"gaussian": (0.3,)}), str(tmp_path / "r"), progress=False)
+    paired = pd.read_csv(tmp_path / "r" / "paired.csv")
+    assert (paired.n_samples == MIN_PAIRED).all()
+    assert (paired.ci_low <= paired.b_minus_a).all() and (paired.b_minus_a <= paired.ci_high).all()
+    assert (paired.p_holm >= paired.p_value).all()
 
 
 def test_out_of_memory_batch_stops_clearly_and_keeps_finished_work(tmp_path, monkeypatch):
@@ -131,7 +142,8 @@ def test_a_later_study_in_the_folder_keeps_the_earlier_conditions_in_table_4(tmp
     assert [c["label"] for c in recorded["conditions"]] == ["gaussian-0.1", "poisson-25"]
     text = (out / "table4.md").read_text()
     assert "| gaussian | sigma=0.1 |" in text and "| poisson | lam=25 |" in text
-    assert "settings: seed 0; eta 0; dtype float32; device cpu" in text and "sample lists (fingerprint)" in text
+    assert "settings: seed 0; eta 0; dtype float32; device cpu; size_fit pad" in text
+    assert "sample lists (fingerprint)" in text
     assert "methods/weights/dpbridge_tiny_depth" in text
     assert (table["seed"] == "0").all() and table["checkpoints"].str.contains("synthetic: methods/weights").all()
     fingerprint = summary["list_fingerprint"].iloc[0]  # every number with the settings that made it

@@ -26,7 +26,10 @@ def test_run_writes_rows_summary_and_manifest(tmp_path):
     assert manifest["methods"]["ramp__synthetic"]["aggregation"] == "per_image"  # depth: per image, then the mean
     assert manifest["methods"]["ramp__synthetic_normals"]["aggregation"] == "pooled"
     text = (folder / "summary.md").read_text()
-    assert "settings: seed 0; eta 0; dtype float32; device cpu" in text
+    assert "settings: seed 0; eta 0; dtype float32; device cpu; size_fit pad" in text
+    assert "± = half-width of the percentile bootstrap 95% interval over images" in text
+    assert manifest["intervals"] == {"method": "percentile bootstrap over images", "level": 0.95, "draws": 2000,
+                                     "seed": 0, "min_paired_samples": 20}
     assert "ramp at native size" in text and " failed |" not in text
     rows = summary[(summary.method == "ramp") & (summary.dataset == "synthetic") & (summary.group == "all")]
     assert set(rows.metric) >= {"abs_rel", "delta1", "silog"}
@@ -187,6 +190,7 @@ def test_an_image_off_the_multiple_is_padded_by_default_and_round_is_recorded_an
     pads, rounds = (np.load(next((f / "dpbridge_tiny__synthetic" / "pred").glob("*.npy"))) for f in (padded, rounded))
     assert pads.shape == (1, 62, 64) and rounds.shape == (1, 64, 64)  # cached at processing size, padding cropped
     assert json.loads((padded / "manifest.json").read_text())["config"]["size_fit"] == "pad"
+    assert [set(pd.read_csv(f / "summary.csv").size_fit) for f in (padded, rounded)] == [{"pad"}, {"round"}]
     manifest = json.loads((rounded / "manifest.json").read_text())
     del manifest["config"]["size_fit"]  # as written before the option: those predictions were rounded
     (rounded / "manifest.json").write_text(json.dumps(manifest))
