@@ -86,6 +86,15 @@ def refuse_replacing(target, what: str, change: str, option: str) -> None:
                               f"{option} (or move that away to replace it)")
 
 
+def refuse_unrecorded_folder(folder, record: str, option: str) -> None:
+    """FileExistsError when ``folder`` holds files but not ``record`` (the file this command writes into each folder
+    it makes, e.g. training_summary.json): it is not one of ours, and replacing it would delete what it holds."""
+    folder = Path(folder)
+    if folder.is_dir() and any(folder.iterdir()):
+        raise FileExistsError(f"{folder} exists and holds no {record}, so this command did not write it and will not "
+                              f"replace it: choose another {option} or move that folder away")
+
+
 def settings_change(before: dict, now: dict) -> str:
     """The settings that differ, as "key: old -> new, ..." ("" when none do)."""
     changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))

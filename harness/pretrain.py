@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 import harness.pool
-from harness.manifest import device_description, refuse_replacing, settings_change
+from harness.manifest import device_description, refuse_replacing, refuse_unrecorded_folder, settings_change
 from harness.pool import encode_images, render_pool
 from harness.runio import read_json_object, restore_interrupted_swap, write_folder_atomically
 from harness.stage_checkpoint import StageCheckpoints, TrainingClock
@@ -168,6 +168,7 @@ def check_export(folder: Path, settings: dict) -> None:
     regenerate it; anything else goes elsewhere (``--set export=DIR``)."""
     path = folder / "training_summary.json"
     if not path.is_file():
+        refuse_unrecorded_folder(folder, "training_summary.json", "--set export=DIR")
         return
     recorded = read_json_object(path, "pretrain again into another folder (--set export=DIR), or move this one "
                                       "away").get("config", {})

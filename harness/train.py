@@ -24,7 +24,8 @@ from typing import Optional
 
 import torch
 
-from harness.manifest import device_description, refuse_replacing, settings_change, stable_seed, without_unset
+from harness.manifest import (device_description, refuse_replacing, refuse_unrecorded_folder, settings_change,
+                              stable_seed, without_unset)
 from harness.pool import latent_pool, render_pool
 from harness.runio import (keep_jsonl_rows, read_json_object, restore_interrupted_swap, swap_in_folder,
                            write_folder_atomically)
@@ -90,7 +91,7 @@ def _log(path: Path, row: dict) -> None:
 NOT_RESULT_SETTINGS = ("checkpoint_every", "log_every", "output", "export", "stop_at")  # free to change on a resume
 
 
-ADDED_LATER = ("weight_ema",)  # left out while off, so that older checkpoints still resume
+ADDED_LATER = {"weight_ema": 0.0}  # option -> its value when off: left out while off, so older checkpoints resume
 
 
 def result_settings(cfg: TrainConfig) -> dict:
@@ -98,11 +99,22 @@ def result_settings(cfg: TrainConfig) -> dict:
     return without_unset({k: v for k, v in asdict(cfg).items() if k not in NOT_RESULT_SETTINGS}, ADDED_LATER)
 
 
+def recorded_change(recorded: dict, train_settings: dict) -> str:
+    """What differs between a recorded train_config and ``train_settings`` (result_settings; "" if nothing), over
+    the result settings only (a record may hold more); an ADDED_LATER option compares as its off value where either
+    side leaves it out, so an option used before and off now (or the reverse) is a change."""
+    now = {**ADDED_LATER, **json.loads(json.dumps(train_settings))}
+    return settings_change({k: recorded.get(k, ADDED_LATER.get(k)) for k in now}, now)
+
+
 def check_budget(cfg: TrainConfig) -> None:
-    """Refuse a budget that trains nothing (an exported checkpoint would be the untrained initialisation)."""
-    for key in ("iterations", "batch", "grad_accum"):
+    """Refuse a budget that trains nothing (an exported checkpoint would be the untrained initialisation), and
+    log or checkpoint intervals that could not be kept."""
+    for key in ("iterations", "batch", "grad_accum", "log_every", "checkpoint_every"):
         if getattr(cfg, key) < 1:
             raise ValueError(f"--set {key}={getattr(cfg, key)}: must be >= 1")
+    if cfg.stop_at < 0:
+        raise ValueError(f"--set stop_at={cfg.stop_at}: must be >= 0 (0 = train to the end)")
 
 
 def method_config_change(recorded: dict, method_cfg) -> str:
@@ -116,33 +128,36 @@ def method_config_change(recorded: dict, method_cfg) -> str:
     return settings_change(json.loads(json.dumps(before)), json.loads(json.dumps(now)))
 
 
-def check_export(folder: Path, method_cfg, train_settings: dict) -> None:
+def check_export(folder: Path, method_cfg, train_settings: dict, world_size: int) -> None:
     """Refuse to replace a checkpoint trained with other settings (e.g. a shipped one under methods/weights/): the
-    same settings again regenerate it, anything else must be exported elsewhere (``--set export=DIR``)."""
+    same settings again regenerate it, anything else must be exported elsewhere (``--set export=DIR``). The
+    number of processes counts (processes x batch x grad_accum is the effective batch)."""
     summary_path = folder / "training_summary.json"
     if not summary_path.is_file():
-        if folder.is_dir() and any(folder.iterdir()):
-            raise FileExistsError(f"{folder} exists and holds no training_summary.json: choose another "
-                                  f"--set export=DIR or move that folder away")
+        refuse_unrecorded_folder(folder, "training_summary.json", "--set export=DIR")
         return
     recorded = read_json_object(summary_path, "train into another folder (--set export=DIR), or move this one away")
+    processes = settings_change({"world_size": recorded.get("world_size", 1)}, {"world_size": world_size})
     change = ", ".join(c for c in (
         method_config_change(recorded.get("method_config", {}), method_cfg),
-        settings_change({k: v for k, v in recorded.get("train_config", {}).items() if k in train_settings},
-                        json.loads(json.dumps(train_settings)))) if c)
+        recorded_change(recorded.get("train_config", {}), train_settings), processes) if c)
     refuse_replacing(folder, "a checkpoint trained", change, "--set export=DIR")
 
 
-def _check_resume(out: Path, state: dict, method_cfg, train_settings: dict) -> None:
+def _check_resume(out: Path, state: dict, method_cfg, train_settings: dict, world_size: int) -> None:
     """Refuse to continue a checkpoint under other settings (it would end as no uninterrupted run would)."""
     change = method_config_change(state.get("method_config", {}), method_cfg)
     if change:
         raise ValueError(f"{out}/checkpoint was trained with another method config ({change}); resume with the same "
                          f"settings or choose another --set output=DIR")
-    change = settings_change(state.get("train_config", train_settings), train_settings)  # older: unrecorded
+    change = recorded_change(state.get("train_config", train_settings), train_settings)  # older: unrecorded
     if change:
         raise ValueError(f"{out}/checkpoint was trained with other training settings ({change}); resume with the "
                          f"same settings or choose another --set output=DIR")
+    if state.get("world_size", world_size) != world_size:  # older checkpoints: unrecorded
+        raise ValueError(f"{out}/checkpoint was trained on {state['world_size']} processes, this run has "
+                         f"{world_size}: the effective batch would change mid-run; resume on {state['world_size']} "
+                         f"or choose another --set output=DIR")
 
 
 def _save_state(accelerator, out: Path, record: dict) -> None:
@@ -158,6 +173,16 @@ def _save_state(accelerator, out: Path, record: dict) -> None:
         return
     (tmp / "iteration.json").write_text(json.dumps(record))
     swap_in_folder(tmp, final)  # a kill between its renames leaves checkpoint.old, which the resume puts back
+
+
+def load_checkpoint(accelerator, folder: Path) -> None:
+    """Restore model, optimiser, schedule, moving average and RNG states from ``folder``, naming it and the fix when
+    a file is missing or damaged."""
+    try:
+        accelerator.load_state(str(folder))
+    except (FileNotFoundError, RuntimeError, EOFError, KeyError, ValueError) as err:
+        raise RuntimeError(f"{folder} cannot be resumed ({type(err).__name__}: {err}); remove it to train from the "
+                           f"start, or choose another --set output=DIR") from err
 
 
 def joined_accelerator(cfg: TrainConfig):
@@ -234,7 +259,7 @@ def train(method_cfg, cfg: TrainConfig, command: str, method_name: str = "dpbrid
         restore_interrupted_swap(export_folder)
         restore_interrupted_swap(out / "checkpoint")
     accelerator.wait_for_everyone()
-    check_export(export_folder, method_cfg, result_settings(cfg))  # before the pool is rendered
+    check_export(export_folder, method_cfg, result_settings(cfg), accelerator.num_processes)  # before rendering
     out.mkdir(parents=True, exist_ok=True)
     model = trainable_for(method_cfg).build(method_cfg, seed=cfg.seed)
     source = None  # real training adapters, latents encoded on the fly (harness.train_data)
@@ -262,16 +287,19 @@ def train(method_cfg, cfg: TrainConfig, command: str, method_name: str = "dpbrid
     if (out / "checkpoint" / "iteration.json").is_file():
         state = read_json_object(out / "checkpoint" / "iteration.json",
                                  f"remove {out / 'checkpoint'} to train from the start, or choose another output")
-        _check_resume(out, state, method_cfg, result_settings(cfg))
-        accelerator.load_state(str(out / "checkpoint"))
+        _check_resume(out, state, method_cfg, result_settings(cfg), accelerator.num_processes)
+        load_checkpoint(accelerator, out / "checkpoint")
         start = state["iteration"]
         resumed_ema = state.get("loss_ema_per_process")
+    else:  # a checkpoint is written whole (temp folder, then swapped in): one without iteration.json is not ours
+        refuse_unrecorded_folder(out / "checkpoint", "iteration.json", "--set output=DIR")
     same_start(accelerator, start, out)
     log_path = out / "training_log.jsonl"
     if start == 0 and accelerator.is_main_process:
         log_path.write_text("")
-    elif accelerator.is_main_process:  # rows logged after the checkpoint are logged again below
-        keep_jsonl_rows(log_path, lambda row: "event" in row or row.get("iteration", 0) < start)
+    elif accelerator.is_main_process:  # rows logged after the checkpoint (and at a stop_at) are logged again below
+        keep_jsonl_rows(log_path, lambda row: "event" in row or (row.get("iteration", 0) < start
+                                                                 and not row.get("at_stop")))
     effective = accelerator.num_processes * cfg.batch * cfg.grad_accum
     if accelerator.is_main_process:
         _log(log_path, {"event": "start", "iteration": start, "effective_batch": effective,
@@ -310,14 +338,15 @@ def train(method_cfg, cfg: TrainConfig, command: str, method_name: str = "dpbrid
         done = it + 1
         if it % cfg.log_every == 0 or done == end:
             shared = mean_over_processes(ema)  # every process takes part
-            if accelerator.is_main_process:
+            at_stop = {"at_stop": True} if done == end < cfg.iterations and it % cfg.log_every else {}
+            if accelerator.is_main_process:  # a row logged only because stop_at ends here goes on resume
                 _log(log_path, {"iteration": it, **{f"{k}_ema": round(v, 5) for k, v in shared.items()},
-                                "lr": sched.get_last_lr()[0], "elapsed_s": round(time.time() - started, 1)})
+                                "lr": sched.get_last_lr()[0], "elapsed_s": round(time.time() - started, 1), **at_stop})
         if done % cfg.checkpoint_every == 0 or done == end:
             from accelerate.utils import gather_object
 
             _save_state(accelerator, out, {"iteration": done, "method_config": asdict(method_cfg),
-                                           "train_config": result_settings(cfg),
+                                           "train_config": result_settings(cfg), "world_size": world,
                                            "loss_ema_per_process": gather_object([ema])})
     accelerator.wait_for_everyone()
     ema = mean_over_processes(ema)

@@ -79,8 +79,10 @@ def test_the_recorded_command_would_regenerate_the_folder_not_be_refused(name):
                                                   (a == "--set" and argv[i + 1].startswith(("output=", "export="))))]
     args = build_parser().parse_args(kept)
     method_cfg, cfg = train_configs(args)
-    check_export(folder, method_cfg, result_settings(cfg))
+    check_export(folder, method_cfg, result_settings(cfg), world_size=1)
     with pytest.raises(FileExistsError, match="trained with other settings"):
-        check_export(folder, method_cfg, {**result_settings(cfg), "seed": result_settings(cfg)["seed"] + 1})
+        check_export(folder, method_cfg, {**result_settings(cfg), "seed": result_settings(cfg)["seed"] + 1}, 1)
+    with pytest.raises(FileExistsError, match=r"other settings \(world_size: 1 -> 2\)"):
+        check_export(folder, method_cfg, result_settings(cfg), world_size=2)
     export = Path(cfg.export) if cfg.export else WEIGHTS_DIR / f"{args.method}_{method_cfg.task}"
     assert export.resolve() == folder.resolve()  # and it is this folder the command writes

@@ -154,6 +154,14 @@ def test_an_export_folder_of_other_settings_is_never_replaced(tmp_path, private_
     assert (tmp_path / "bb" / "training_summary.json").read_text() == before and not (tmp_path / "run2").exists()
 
 
+def test_an_export_folder_pretrain_did_not_write_is_never_replaced(tmp_path, private_cache):
+    (tmp_path / "bb").mkdir()
+    (tmp_path / "bb" / "notes.txt").write_text("mine")  # e.g. --set export=methods/weights
+    with pytest.raises(FileExistsError, match=r"bb exists and holds no training_summary.json.*--set export=DIR"):
+        pretrain(PretrainConfig(**TINY, output=str(tmp_path / "run"), export=str(tmp_path / "bb")), "first")
+    assert (tmp_path / "bb" / "notes.txt").read_text() == "mine"
+
+
 def test_a_kill_during_the_export_leaves_no_half_backbone_and_the_same_command_exports_it(tmp_path, private_cache,
                                                                                        monkeypatch):
     cfg = PretrainConfig(**TINY, output=str(tmp_path / "run"), export=str(tmp_path / "bb"))

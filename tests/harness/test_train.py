@@ -152,6 +152,62 @@ def test_v_parameterisation_trains_and_round_trips(tmp_path, tiny_backbone_dir, 
     assert load_checkpoint(tmp_path / "e").cfg.parameterization == "v"
 
 
+def test_a_stop_at_between_log_rows_leaves_the_log_of_the_run_that_never_stopped(tmp_path, tiny_backbone_dir,
+                                                                                private_cache):
+    method, cfg = _cfgs(tmp_path, tiny_backbone_dir, iterations=5, log_every=3, checkpoint_every=5)
+    train(method, TrainConfig(**{**cfg.__dict__, "output": str(tmp_path / "a"), "export": str(tmp_path / "ea")}), "t")
+    split = TrainConfig(**{**cfg.__dict__, "output": str(tmp_path / "b"), "export": str(tmp_path / "eb")})
+    train(method, TrainConfig(**{**split.__dict__, "stop_at": 2}), "test")
+    assert [r["iteration"] for r in _iteration_rows(tmp_path / "b")] == [0, 1]  # 1: where it stopped
+    train(method, split, "test")
+    assert [r["iteration"] for r in _iteration_rows(tmp_path / "b")] == [0, 3, 4]
+    assert _iteration_rows(tmp_path / "b") == _iteration_rows(tmp_path / "a")
+
+
+def test_a_checkpoint_folder_not_ours_or_damaged_is_refused_with_the_fix(tmp_path, tiny_backbone_dir, private_cache):
+    method, cfg = _cfgs(tmp_path, tiny_backbone_dir, iterations=3, output=str(tmp_path / "o"),
+                        export=str(tmp_path / "e"))
+    (tmp_path / "o" / "checkpoint").mkdir(parents=True)
+    (tmp_path / "o" / "checkpoint" / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match=r"checkpoint exists and holds no iteration.json.*--set output=DIR"):
+        train(method, cfg, "test")
+    assert (tmp_path / "o" / "checkpoint" / "notes.txt").read_text() == "mine"
+    (tmp_path / "o" / "checkpoint" / "notes.txt").unlink()
+    train(method, TrainConfig(**{**cfg.__dict__, "stop_at": 1}), "test")
+    for weights in (tmp_path / "o" / "checkpoint").glob("model*"):
+        weights.unlink()
+    with pytest.raises(RuntimeError, match=r"checkpoint cannot be resumed .*remove it to train from the start"):
+        train(method, cfg, "test")
+
+
+@pytest.mark.parametrize("setting, said", [({"log_every": 0}, "log_every=0: must be >= 1"),
+                                           ({"checkpoint_every": 0}, "checkpoint_every=0: must be >= 1"),
+                                           ({"stop_at": -1}, "stop_at=-1: must be >= 0")])
+def test_intervals_that_cannot_be_kept_are_refused_before_training(setting, said):
+    with pytest.raises(ValueError, match=said):
+        train_module.check_budget(TrainConfig(**setting))
+
+
+def test_an_export_or_a_resume_with_the_weight_average_or_process_count_changed_is_refused(tmp_path):
+    from dataclasses import asdict
+
+    method = DPBridgeConfig(task="depth")
+    averaged = TrainConfig(weight_ema=0.8)
+    (tmp_path / "training_summary.json").write_text(json.dumps(
+        {"method_config": asdict(method), "train_config": asdict(averaged), "world_size": 1}))
+    plain = train_module.result_settings(TrainConfig())  # weight_ema off: left out of the settings
+    with pytest.raises(FileExistsError, match=r"other settings \(weight_ema: 0.8 -> 0.0\)"):
+        train_module.check_export(tmp_path, method, plain, world_size=1)
+    train_module.check_export(tmp_path, method, train_module.result_settings(averaged), world_size=1)
+    with pytest.raises(FileExistsError, match=r"other settings \(world_size: 1 -> 2\)"):
+        train_module.check_export(tmp_path, method, train_module.result_settings(averaged), world_size=2)
+    state = {"method_config": asdict(method), "train_config": plain, "world_size": 2}
+    with pytest.raises(ValueError, match="trained on 2 processes, this run has 1"):
+        train_module._check_resume(tmp_path, state, method, plain, world_size=1)
+    with pytest.raises(ValueError, match=r"other training settings \(weight_ema: 0.0 -> 0.8\)"):
+        train_module._check_resume(tmp_path, state, method, train_module.result_settings(averaged), world_size=2)
+
+
 def test_weight_average_off_is_left_out_of_the_resume_settings_so_older_checkpoints_resume():
     assert "weight_ema" not in train_module.result_settings(TrainConfig())
     assert train_module.result_settings(TrainConfig(weight_ema=0.999))["weight_ema"] == 0.999
